@@ -1,0 +1,39 @@
+// An engine is one way of running the ring: a transport, a reducer, and what
+// it takes to order the ring's work after the caller's and to signal its end.
+// The host engine runs to completion on the calling thread; device engines
+// enqueue on streams and hand back a Completion.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "reduce/reducer.h"
+#include "transport/transport.h"
+
+namespace rr {
+
+// The end of a collective that was only enqueued (device work).
+class Completion {
+ public:
+  virtual ~Completion() = default;
+  virtual bool query() = 0;                         // finished?
+  virtual void streamWait(uintptr_t stream) = 0;    // make `stream` wait for it, host not blocked
+  virtual void synchronize(Clock::time_point deadline) = 0;  // block the host, or TimeoutError
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual Transport& transport() = 0;
+  virtual Reducer& reducer() = 0;
+  // device ordinal the engine serves, -1 for host memory
+  virtual int device() const { return -1; }
+  // Order the ring after the caller's pending work on `callerStream`.
+  virtual void begin(uintptr_t /*callerStream*/) {}
+  // After the ring was issued. Null when the work is already complete.
+  virtual std::shared_ptr<Completion> end() { return nullptr; }
+  virtual void abort() noexcept { transport().abort(); }
+};
+
+}  // namespace rr

@@ -1,0 +1,35 @@
+// The handle of one submitted collective.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+
+#include "comm/engine.h"
+
+namespace rr {
+
+class Work {
+ public:
+  // Blocks until the host part is done, then rethrows its error. For device
+  // work it then makes `stream` wait (host not blocked) when stream != 0, or
+  // synchronises the host when stream == 0. Returns false when `timeoutSec`
+  // (>= 0) passes first.
+  bool wait(double timeoutSec, uintptr_t stream);
+  bool isCompleted();
+
+  void markDone(std::shared_ptr<Completion> completion);
+  void markFailed(std::exception_ptr error);
+  void setDeadline(Clock::time_point d) { deadline_ = d; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+  std::shared_ptr<Completion> completion_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+};
+
+}  // namespace rr

@@ -1,0 +1,191 @@
+"""Any array -> (pointer, count, dtype, device, stream), without copies.
+
+Order of detection: torch tensors, objects with __cuda_array_interface__
+(CuPy, Numba), NumPy arrays and anything with the buffer protocol, then
+DLPack producers. Pointers are raw addresses; the caller keeps the array
+alive for as long as the collective runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Codes shared with csrc/common/dtypes.h.
+DTYPES = {
+    "float16": 0, "bfloat16": 1, "float32": 2, "float64": 3,
+    "int8": 4, "uint8": 5, "int32": 6, "int64": 7,
+}
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+            "int8": 1, "uint8": 1, "int32": 4, "int64": 8}
+SUPPORTED = ", ".join(DTYPES)
+
+
+@dataclass
+class Buffer:
+    obj: Any            # the array itself, kept alive while in use
+    kind: str           # "torch", "cupy", "cai", "numpy"
+    ptr: int
+    count: int          # elements
+    dtype: str
+    device: int         # -1 for host memory
+    stream: int         # caller's current stream (device buffers), else 0
+    readonly: bool
+    shape: tuple
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * ITEMSIZE[self.dtype]
+
+    @property
+    def code(self) -> int:
+        return DTYPES[self.dtype]
+
+
+def _dtype_name(name: str) -> str:
+    if name not in DTYPES:
+        raise TypeError(f"dtype {name} is not supported; supported dtypes: {SUPPORTED}")
+    return name
+
+
+def _check_contiguous(ok: bool, what: str, strides) -> None:
+    if not ok:
+        raise ValueError(f"{what} is not contiguous (strides {strides}); pass a contiguous "
+                         f"array, e.g. x.contiguous() or np.ascontiguousarray(x)")
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def _from_torch(x: Any) -> Buffer:
+    name = str(x.dtype).replace("torch.", "")
+    _dtype_name(name)
+    _check_contiguous(x.is_contiguous(), f"torch tensor of shape {tuple(x.shape)}", x.stride())
+    if x.is_cuda:
+        import torch
+
+        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+        stream = torch.cuda.current_stream(device).cuda_stream
+    elif x.device.type == "cpu":
+        device, stream = -1, 0
+    else:
+        raise TypeError(f"torch tensors on {x.device} are not supported (only cpu and cuda)")
+    return Buffer(x, "torch", x.data_ptr(), x.numel(), name, device, stream, False, tuple(x.shape))
+
+
+def _from_cai(x: Any) -> Buffer:
+    cai = x.__cuda_array_interface__
+    kind = "cupy" if type(x).__module__.startswith("cupy") else "cai"
+    dt = np.dtype(cai["typestr"])
+    name = "bfloat16" if cai["typestr"] in ("<V2",) and getattr(x, "dtype", None) and "bfloat16" in str(x.dtype) else dt.name
+    _dtype_name(name)
+    shape = tuple(cai["shape"])
+    count = int(np.prod(shape)) if shape else 1
+    strides = cai.get("strides")
+    if strides is not None and count > 1:
+        expected, acc = [], dt.itemsize
+        for dim in reversed(shape):
+            expected.append(acc)
+            acc *= dim
+        ok = all(s == e for s, e, d in zip(strides, reversed(expected), shape) if d != 1)
+        _check_contiguous(ok, f"device array of shape {shape}", strides)
+    ptr, readonly = cai["data"]
+    device, stream = _cai_device_and_stream(x, ptr, cai, kind)
+    return Buffer(x, kind, ptr, count, name, device, stream, bool(readonly), shape)
+
+
+def _cai_device_and_stream(x: Any, ptr: int, cai: dict, kind: str):
+    if kind == "cupy":
+        import cupy
+
+        return x.device.id, cupy.cuda.get_current_stream().ptr
+    from . import _C
+
+    device = _C.device_of_pointer(ptr) if getattr(_C, "has_cuda", False) and ptr else 0
+    stream = cai.get("stream") or 0
+    return device, 0 if stream in (1, 2) else stream
+
+
+def _from_numpy(a: np.ndarray, obj: Any) -> Buffer:
+    name = "bfloat16" if a.dtype.name == "bfloat16" else a.dtype.name
+    if a.dtype.kind in "cOb" or a.dtype.name not in DTYPES and name != "bfloat16":
+        raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
+    _check_contiguous(a.flags.c_contiguous, f"numpy array of shape {a.shape}", a.strides)
+    ptr, readonly = a.__array_interface__["data"]
+    return Buffer(obj, "numpy", ptr, a.size, name, -1, 0, bool(readonly), a.shape)
+
+
+def as_buffer(x: Any, what: str = "x") -> Buffer:
+    """Describe `x` without copying it. Raises TypeError or ValueError with the value."""
+    if _is_torch(x):
+        return _from_torch(x)
+    if hasattr(x, "__cuda_array_interface__"):
+        return _from_cai(x)
+    if isinstance(x, np.ndarray):
+        return _from_numpy(x, x)
+    if isinstance(x, (bytes, bytearray, memoryview)) or _has_buffer(x):
+        mv = memoryview(x)
+        if not mv.c_contiguous:
+            _check_contiguous(False, f"buffer of shape {mv.shape}", mv.strides)
+        a = np.asarray(mv)
+        return _from_numpy(a, x)
+    if hasattr(x, "__dlpack__"):
+        try:
+            a = np.from_dlpack(x)
+        except Exception as e:  # a device array NumPy cannot see
+            raise TypeError(f"{what}: DLPack array {type(x).__name__} could not be read on the "
+                            f"host ({e}); pass a torch tensor or an object with "
+                            f"__cuda_array_interface__ for device memory") from None
+        return _from_numpy(a, x)
+    raise TypeError(f"{what} must be an array (NumPy, PyTorch, CuPy, or a buffer), "
+                    f"got {type(x).__name__}: {x!r:.80}")
+
+
+def _has_buffer(x: Any) -> bool:
+    try:
+        memoryview(x)
+        return True
+    except TypeError:
+        return False
+
+
+def empty_like(buf: Buffer, count: int, shape: tuple | None = None) -> Any:
+    """A new array of `count` elements of the same kind, dtype and device as buf."""
+    shape = shape if shape is not None else (count,)
+    if buf.kind == "torch":
+        import torch
+
+        return torch.empty(shape, dtype=buf.obj.dtype, device=buf.obj.device)
+    if buf.kind == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(buf.device):
+            return cupy.empty(shape, dtype=buf.obj.dtype)
+    if buf.kind == "numpy":
+        dt = buf.obj.dtype if isinstance(buf.obj, np.ndarray) else np.dtype(buf.dtype)
+        return np.empty(shape, dtype=dt)
+    raise TypeError(f"cannot allocate an output like {type(buf.obj).__name__}; pass out=")
+
+
+def counts_array(buf: Buffer, values) -> Any:
+    """A small int64 array living where buf lives, for exchanging sizes."""
+    if buf.kind == "torch":
+        import torch
+
+        return torch.tensor(values, dtype=torch.int64, device=buf.obj.device)
+    if buf.kind == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(buf.device):
+            return cupy.asarray(values, dtype=cupy.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def to_list(arr: Any) -> list:
+    if hasattr(arr, "tolist") and not hasattr(arr, "__cuda_array_interface__") and not _is_torch(arr):
+        return [int(v) for v in arr.tolist()]
+    if _is_torch(arr):
+        return [int(v) for v in arr.cpu().tolist()]
+    return [int(v) for v in arr.get().tolist()]  # cupy

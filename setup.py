@@ -1,0 +1,207 @@
+"""Builds ringreduce._C.
+
+Switches (environment variables):
+  MPICC=path            the MPI compiler wrapper to query (default: mpicc on PATH)
+  RINGREDUCE_MPI=0      build without MPI even when mpicc is found
+  RINGREDUCE_CUDA=auto  add the CUDA+NCCL sources when nvcc and nccl.h are found (default)
+  RINGREDUCE_CUDA=1     require them (the build fails without them)
+  RINGREDUCE_CUDA=0     never build them
+  NCCL_HOME=dir         where include/nccl.h and lib/libnccl.so* live
+  CUDA_ARCHS="90"       compute capabilities to build SASS for (PTX of the highest is added)
+"""
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+
+CORE_SOURCES = [
+    "csrc/bindings.cc",
+    "csrc/ring/schedule.cc",
+    "csrc/ring/ring_allreduce.cc",
+    "csrc/reduce/reduce_cpu.cc",
+    "csrc/comm/communicator.cc",
+    "csrc/comm/work.cc",
+]
+MPI_SOURCES = ["csrc/transport/mpi_transport.cc"]
+CUDA_CXX_SOURCES = [
+    "csrc/bindings_cuda.cc",
+    "csrc/transport/nccl_transport.cc",
+    "csrc/comm/cuda_engine.cc",
+]
+CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu"]
+
+
+def log(msg):
+    print(f"ringreduce setup: {msg}", file=sys.stderr)
+
+
+def mpi_flags():
+    """Compile and link flags from the MPI wrapper, or None without MPI."""
+    if os.environ.get("RINGREDUCE_MPI", "auto") == "0":
+        return None
+    mpicc = os.environ.get("MPICC") or shutil.which("mpicc")
+    if not mpicc:
+        log("no mpicc found: building without the MPI transport")
+        return None
+
+    def ask(*args):
+        try:
+            return subprocess.check_output([mpicc, *args], text=True, stderr=subprocess.DEVNULL).strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    compile_, link = ask("--showme:compile"), ask("--showme:link")  # Open MPI
+    if compile_ is None or link is None:
+        shown = ask("-show")  # MPICH and derivatives: "cc -I... -L... -lmpi"
+        if shown is None:
+            log(f"{mpicc} answered neither --showme nor -show: building without MPI")
+            return None
+        words = shlex.split(shown)[1:]
+        compile_ = " ".join(w for w in words if w.startswith(("-I", "-D")))
+        link = " ".join(w for w in words if w.startswith(("-L", "-l", "-Wl")))
+    log(f"MPI from {mpicc}")
+    return shlex.split(compile_), shlex.split(link)
+
+
+def find_nccl():
+    """Return (include_dir, lib_dir) for NCCL, or None."""
+    candidates = []
+    if os.environ.get("NCCL_HOME"):
+        home = Path(os.environ["NCCL_HOME"])
+        candidates.append((home / "include", home / "lib"))
+    try:
+        import nvidia.nccl  # the nvidia-nccl-cu13 wheel
+
+        for base in nvidia.nccl.__path__:
+            candidates.append((Path(base) / "include", Path(base) / "lib"))
+    except ImportError:
+        pass
+    candidates += [(Path("/usr/include"), Path("/usr/lib/x86_64-linux-gnu")),
+                   (Path("/usr/local/cuda/include"), Path("/usr/local/cuda/lib64"))]
+    for inc, lib in candidates:
+        if (inc / "nccl.h").exists() and any(lib.glob("libnccl.so*")):
+            return inc, lib
+    return None
+
+
+def cuda_config():
+    mode = os.environ.get("RINGREDUCE_CUDA", "auto")
+    if mode == "0":
+        return None
+    nvcc = shutil.which("nvcc") or (
+        "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    nccl = find_nccl()
+    if not nvcc or not nccl:
+        why = "nvcc" if not nvcc else "nccl.h"
+        if mode == "1":
+            sys.exit(f"ringreduce setup: RINGREDUCE_CUDA=1 but no {why} was found")
+        log(f"no {why} found: building without CUDA")
+        return None
+    cuda_home = Path(nvcc).resolve().parent.parent
+    log(f"CUDA from {cuda_home}, NCCL from {nccl[0].parent}")
+    return {"nvcc": nvcc, "home": cuda_home, "nccl_inc": nccl[0], "nccl_lib": nccl[1]}
+
+
+MPI = mpi_flags()
+CUDA = cuda_config()
+
+sources = list(CORE_SOURCES)
+define_macros = []
+extra_compile = ["-O3", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+extra_link = []
+include_dirs = [str(CSRC)]
+library_dirs = []
+libraries = []
+if MPI:
+    sources += MPI_SOURCES
+    define_macros += [("RR_HAVE_MPI", "1"), ("OMPI_SKIP_MPICXX", "1"), ("MPICH_SKIP_MPICXX", "1")]
+    extra_compile += MPI[0]
+    extra_link += MPI[1]
+if CUDA:
+    sources += CUDA_CXX_SOURCES
+    define_macros.append(("RR_HAVE_CUDA", "1"))
+    include_dirs += [str(CUDA["home"] / "include"), str(CUDA["nccl_inc"])]
+    cuda_lib = CUDA["home"] / "lib64"
+    if not cuda_lib.exists():
+        cuda_lib = CUDA["home"] / "lib"
+    library_dirs += [str(cuda_lib), str(CUDA["nccl_lib"])]
+    # cudart is linked statically so the module imports on machines without a
+    # CUDA runtime installed; NCCL is found again at run time via the rpath.
+    libraries += ["cudart_static", "dl", "rt", "nccl"]
+    extra_link += [f"-Wl,-rpath,{CUDA['nccl_lib']}"]
+
+
+class BuildExt(build_ext):
+    """Compiles .cu files with nvcc, and C++ files in parallel."""
+
+    def build_extension(self, ext):
+        if CUDA:
+            ext.extra_objects = list(ext.extra_objects or []) + self._nvcc(ext)
+        super().build_extension(ext)
+
+    def _nvcc(self, ext):
+        archs = os.environ.get("CUDA_ARCHS", "90").split()
+        gencode = []
+        for a in archs:
+            gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+        gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
+        objs = []
+        tmp = Path(self.build_temp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        for src in CUDA_CU_SOURCES:
+            obj = tmp / (Path(src).stem + ".o")
+            cmd = [CUDA["nvcc"], "-c", str(ROOT / src), "-o", str(obj), "-O3", "-std=c++17",
+                   "-Xcompiler", "-fPIC,-fvisibility=hidden", f"-I{CSRC}",
+                   f"-I{CUDA['nccl_inc']}", "-DRR_HAVE_CUDA=1", *gencode]
+            src_m = (ROOT / src).stat().st_mtime
+            if not obj.exists() or obj.stat().st_mtime < max(
+                    src_m, *(p.stat().st_mtime for p in CSRC.rglob("*.h"))):
+                log(" ".join(cmd))
+                subprocess.check_call(cmd)
+            objs.append(str(obj))
+        return objs
+
+
+# Compile the C++ sources two at a time (the CI machine has 2 cores).
+def _parallel_compile(self, sources, output_dir=None, macros=None, include_dirs=None, debug=0,
+                      extra_preargs=None, extra_postargs=None, depends=None):
+    macros, objects, extra_postargs, pp_opts, build = self._setup_compile(
+        output_dir, macros, include_dirs, sources, depends, extra_postargs)
+    cc_args = self._get_cc_args(pp_opts, debug, extra_preargs)
+
+    def one(obj):
+        src, ext = build[obj]
+        self._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        list(pool.map(one, objects))
+    return objects
+
+
+import distutils.ccompiler  # noqa: E402  (setuptools ships it)
+
+distutils.ccompiler.CCompiler.compile = _parallel_compile
+
+ext = Pybind11Extension(
+    "ringreduce._C",
+    sources=sources,
+    include_dirs=include_dirs,
+    define_macros=define_macros,
+    extra_compile_args=extra_compile,
+    extra_link_args=extra_link,
+    library_dirs=library_dirs,
+    libraries=libraries,
+    cxx_std=17,
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
