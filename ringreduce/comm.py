@@ -283,22 +283,15 @@ _default: Optional[Communicator] = None
 _we_initialized_mpi = False
 
 
-def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,
-         check: Optional[bool] = None, nan_check: Optional[bool] = None,
-         chunk_bytes: Optional[int] = None) -> Communicator:
-    """Create the default communicator from the launcher's environment.
+def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = None, *,
+                     check: Optional[bool] = None, nan_check: Optional[bool] = None,
+                     chunk_bytes: Optional[int] = None) -> Communicator:
+    """A new communicator over all ranks of the launch, beside the default one.
 
-    backend: "mpi" (host buffers, and device buffers through MPI), "nccl"
-    (device buffers only) or None (NCCL for CUDA buffers when built, MPI for
-    host buffers). timeout: seconds per collective (RINGREDUCE_TIMEOUT,
-    default 300). check: agree on a fingerprint before each collective
-    (RINGREDUCE_CHECK). nan_check: refuse NaN/Inf input (RINGREDUCE_NAN_CHECK).
-    chunk_bytes: bytes per pipelined chunk (RINGREDUCE_CHUNK_BYTES)."""
-    global _default, _we_initialized_mpi
+    Every rank must create it at the same point. Arguments as for init()."""
+    global _we_initialized_mpi
     if backend not in (None, "mpi", "nccl"):
         raise ValueError(f"unknown backend {backend!r}; use 'mpi', 'nccl' or None")
-    if _default is not None and not _default._impl.finalized:
-        return _default
     launch = detect()
     timeout = float(timeout if timeout is not None else
                     _env_number("RINGREDUCE_TIMEOUT", DEFAULT_TIMEOUT, float))
@@ -311,6 +304,8 @@ def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,
     depth = _env_number("RINGREDUCE_DEPTH", DEFAULT_DEPTH, int)
     if chunk < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk}")
+    if depth < 1:
+        raise ValueError(f"RINGREDUCE_DEPTH must be >= 1, got {depth}")
 
     if backend == "nccl":
         if not _C.has_cuda:
@@ -332,7 +327,27 @@ def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,
     if host == "mpi":
         _we_initialized_mpi = _C.mpi_initialize() or _we_initialized_mpi
     impl = _C.Communicator(launch.rank, launch.size, host, timeout, chunk, depth, check, nan_check)
-    _default = Communicator(impl, backend or ("mpi" if host == "mpi" else "nccl" if launch.size > 1 else "self"), launch)
+    name = backend or ("mpi" if host == "mpi" else "nccl" if launch.size > 1 else "self")
+    return Communicator(impl, name, launch)
+
+
+def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,
+         check: Optional[bool] = None, nan_check: Optional[bool] = None,
+         chunk_bytes: Optional[int] = None) -> Communicator:
+    """Create the default communicator from the launcher's environment.
+
+    backend: "mpi" (host buffers, and device buffers through MPI), "nccl"
+    (device buffers only) or None (NCCL for CUDA buffers when built, MPI for
+    host buffers). timeout: seconds per collective (RINGREDUCE_TIMEOUT,
+    default 300). check: agree on a fingerprint before each collective
+    (RINGREDUCE_CHECK). nan_check: refuse NaN/Inf input (RINGREDUCE_NAN_CHECK).
+    chunk_bytes: bytes per pipelined chunk (RINGREDUCE_CHUNK_BYTES).
+    Calling init() again returns the existing default communicator."""
+    global _default
+    if _default is not None and not _default._impl.finalized:
+        return _default
+    _default = new_communicator(backend, timeout, check=check, nan_check=nan_check,
+                                chunk_bytes=chunk_bytes)
     return _default
 
 

@@ -19,10 +19,15 @@ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 std::string RingProgress::describe() const {
-  return std::string(phase) + " step " + std::to_string(step + 1) + "/" +
-         std::to_string(steps) + ", " + std::to_string(bytesDone) + " bytes done" +
-         (peerRecv >= 0 ? ", waiting on rank " + std::to_string(peerRecv) + " (recv)" : "") +
-         (peerSend >= 0 ? " and rank " + std::to_string(peerSend) + " (send)" : "");
+  std::string s = std::string(phase) + " step " + std::to_string(step + 1) + "/" +
+                  std::to_string(steps) + ", " + std::to_string(bytesDone) + " bytes received";
+  if (peerRecv >= 0 || peerSend >= 0) {
+    s += " (peers:";
+    if (peerRecv >= 0) s += " left rank " + std::to_string(peerRecv);
+    if (peerSend >= 0) s += std::string(peerRecv >= 0 ? "," : "") + " right rank " + std::to_string(peerSend);
+    s += ")";
+  }
+  return s;
 }
 
 Ring::Ring(Transport& transport, Reducer& reducer, RingOptions options)
