@@ -196,10 +196,10 @@ def mode_backend():
     dist.all_gather(outs, torch.full((3,), float(r)))
     assert all(torch.equal(o, torch.full((3,), float(q))) for q, o in enumerate(outs))
     big = torch.empty(2 * n, dtype=torch.int64)
-    dist.all_gather_into_tensor(big, torch.tensor([r, 10 * r]))
+    (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor)(big, torch.tensor([r, 10 * r]))
     assert big.tolist() == [v for q in range(n) for v in (q, 10 * q)], big
     out = torch.empty(2)
-    dist.reduce_scatter_tensor(out, torch.arange(2 * n, dtype=torch.float32) * (r + 1))
+    (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)(out, torch.arange(2 * n, dtype=torch.float32) * (r + 1))
     tri = n * (n + 1) // 2
     assert torch.equal(out, torch.tensor([2.0 * r, 2.0 * r + 1]) * tri), out
     b = torch.full((4,), float(r))
