@@ -1,5 +1,6 @@
 // pybind11 glue only: argument conversion, GIL release, exception mapping.
 #include <pybind11/pybind11.h>
+#include <cctype>
 #include <pybind11/stl.h>
 
 #include "comm/communicator.h"
@@ -38,6 +39,37 @@ std::unique_ptr<Transport> makeHostTransport(const std::string& kind) {
         "ringreduce was built without MPI (no mpicc found at build time); install MPI "
         "(e.g. Debian's openmpi-bin libopenmpi-dev) and rebuild, or set MPICC");
   throw ArgumentError("unknown host transport '" + kind + "'");
+}
+
+// The buffer protocol, read in C++: much cheaper than NumPy's Python-level
+// attributes on the small-message path. Returns (ptr, count, dtype code or
+// -1, readonly, c_contiguous, format).
+py::tuple hostBuffer(py::handle obj) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_RECORDS_RO) != 0) {
+    PyErr_Clear();
+    throw py::type_error("object does not expose the buffer protocol");
+  }
+  std::string fmt = view.format ? view.format : "B";
+  if (!fmt.empty() && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt = fmt.substr(1);
+  int code = -1;
+  if (fmt.size() == 1) {
+    char f = fmt[0];
+    bool isInt = std::string("bhilqnBHILQN").find(f) != std::string::npos;
+    bool isSigned = isInt && std::islower(static_cast<unsigned char>(f));
+    if (f == 'e') code = static_cast<int>(DType::kFloat16);
+    else if (f == 'f') code = static_cast<int>(DType::kFloat32);
+    else if (f == 'd') code = static_cast<int>(DType::kFloat64);
+    else if (isInt && view.itemsize == 1) code = static_cast<int>(isSigned ? DType::kInt8 : DType::kUInt8);
+    else if (isInt && isSigned && view.itemsize == 4) code = static_cast<int>(DType::kInt32);
+    else if (isInt && isSigned && view.itemsize == 8) code = static_cast<int>(DType::kInt64);
+  }
+  bool contiguous = PyBuffer_IsContiguous(&view, 'C') != 0;
+  int64_t count = view.itemsize ? view.len / view.itemsize : 0;
+  py::tuple t = py::make_tuple(reinterpret_cast<uintptr_t>(view.buf), count, code,
+                               static_cast<bool>(view.readonly), contiguous, fmt);
+  PyBuffer_Release(&view);
+  return t;
 }
 
 }  // namespace
@@ -145,6 +177,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("op"), py::arg("root"), py::arg("blocks"), py::arg("device"), py::arg("stream"),
           py::arg("chunk_bytes"), py::arg("async_op"), py::call_guard<py::gil_scoped_release>())
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
+
+  m.def("host_buffer", &hostBuffer, "(ptr, count, dtype code or -1, readonly, c_contiguous, format)");
 
   // Test hooks: the pure arithmetic, exposed so unit tests can check it.
   m.def("schedule_chunks", [](int64_t count, int n, int64_t chunkElems) {

@@ -108,13 +108,26 @@ def _cai_device_and_stream(x: Any, ptr: int, cai: dict, kind: str):
     return device, 0 if stream in (1, 2) else stream
 
 
+_NAMES = {code: name for name, code in DTYPES.items()}
+
+
 def _from_numpy(a: np.ndarray, obj: Any) -> Buffer:
-    name = "bfloat16" if a.dtype.name == "bfloat16" else a.dtype.name
-    if a.dtype.kind in "cOb" or a.dtype.name not in DTYPES and name != "bfloat16":
-        raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
-    _check_contiguous(a.flags.c_contiguous, f"numpy array of shape {a.shape}", a.strides)
-    ptr, readonly = a.__array_interface__["data"]
-    return Buffer(obj, "numpy", ptr, a.size, name, -1, 0, bool(readonly), a.shape)
+    from . import _C
+
+    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:  # ml_dtypes' bfloat16
+        a = a.view(np.uint16)
+        ptr, count, _, readonly, contiguous, _ = _C.host_buffer(a)
+        name = "bfloat16"
+    else:
+        if a.dtype.kind in "cbOVSUMm":
+            raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
+        ptr, count, code, readonly, contiguous, _ = _C.host_buffer(a)
+        if code < 0:
+            raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
+        name = _NAMES[code]
+    if not contiguous:
+        _check_contiguous(False, f"numpy array of shape {a.shape}", a.strides)
+    return Buffer(obj, "numpy", ptr, count, name, -1, 0, readonly, a.shape)
 
 
 def as_buffer(x: Any, what: str = "x") -> Buffer:

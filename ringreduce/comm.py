@@ -47,13 +47,11 @@ def _overlaps(a: Buffer, b: Buffer) -> bool:
 class Work:
     """An asynchronous collective. wait() returns its result."""
 
-    def __init__(self, impl: Any, result: Any, keep: tuple, comm: "Communicator",
-                 finish=None) -> None:
+    def __init__(self, impl: Any, result: Any, keep: tuple, comm: "Communicator") -> None:
         self._impl = impl
         self._result = result
         self._keep = keep  # buffers must outlive the collective
         self._comm = comm
-        self._finish = finish
 
     def wait(self, timeout: Optional[float] = None) -> Any:
         """Wait for the collective and return its result.
@@ -66,9 +64,6 @@ class Work:
         if not self._impl.wait(t, stream):
             raise CollectiveTimeout(f"rank {self._comm.rank}: work not completed within "
                                     f"{timeout} s; it is still in flight")
-        if self._finish is not None:
-            self._result = self._finish()
-            self._finish = None
         self._keep = ()
         return self._result
 
@@ -170,9 +165,13 @@ class Communicator:
         return self._impl.submit(coll, inp.ptr, out.ptr, count, inp.code, op, root, list(blocks),
                                  inp.device, inp.stream, int(chunk_bytes or 0), async_op)
 
-    def _finish(self, impl, result, keep, async_op: bool, finish=None):
-        work = Work(impl, result, keep, self, finish)
-        return work if async_op else work.wait()
+    def _finish(self, impl, result, keep, async_op: bool):
+        if async_op:
+            return Work(impl, result, keep, self)
+        # Blocking: the host part already ran; device work is ordered on the
+        # caller's current stream.
+        impl.wait(-1.0, keep[0].stream if keep[0].device >= 0 else 0)
+        return result
 
     def _out(self, inp: Buffer, out: Any, count: int, what: str) -> Buffer:
         ob = as_buffer(out, "out")
