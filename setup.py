@@ -37,6 +37,7 @@ CUDA_CXX_SOURCES = [
     "csrc/bindings_cuda.cc",
     "csrc/transport/nccl_transport.cc",
     "csrc/comm/cuda_engine.cc",
+    "csrc/transport/mpi_device_transport.cc",
 ]
 CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu"]
 
@@ -94,22 +95,42 @@ def find_nccl():
     return None
 
 
+def find_cuda_home(nvcc):
+    """The toolkit root: CUDA_HOME, else where nvcc really lives (it may be a
+    wrapper script elsewhere on PATH), else /usr/local/cuda."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parent.parent)
+        try:  # ask nvcc itself: its dryrun names the toolkit's real top directory
+            out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True).stderr
+            for line in out.splitlines():
+                if "TOP=" in line:
+                    candidates.append(line.split("TOP=", 1)[1].strip())
+        except OSError:
+            pass
+    candidates.append("/usr/local/cuda")
+    for c in candidates:
+        if c and (Path(c) / "include" / "cuda_runtime.h").exists():
+            return Path(c)
+    return None
+
+
 def cuda_config():
     mode = os.environ.get("RINGREDUCE_CUDA", "auto")
     if mode == "0":
         return None
     nvcc = shutil.which("nvcc") or (
         "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    home = find_cuda_home(nvcc) if nvcc else None
     nccl = find_nccl()
-    if not nvcc or not nccl:
-        why = "nvcc" if not nvcc else "nccl.h"
+    if not nvcc or not home or not nccl:
+        why = "nvcc" if not nvcc else "the CUDA toolkit (cuda_runtime.h)" if not home else "nccl.h"
         if mode == "1":
             sys.exit(f"ringreduce setup: RINGREDUCE_CUDA=1 but no {why} was found")
         log(f"no {why} found: building without CUDA")
         return None
-    cuda_home = Path(nvcc).resolve().parent.parent
-    log(f"CUDA from {cuda_home}, NCCL from {nccl[0].parent}")
-    return {"nvcc": nvcc, "home": cuda_home, "nccl_inc": nccl[0], "nccl_lib": nccl[1]}
+    log(f"CUDA from {home}, NCCL from {nccl[0].parent}")
+    return {"nvcc": nvcc, "home": home, "nccl_inc": nccl[0], "nccl_lib": nccl[1]}
 
 
 MPI = mpi_flags()
@@ -137,8 +158,11 @@ if CUDA:
     library_dirs += [str(cuda_lib), str(CUDA["nccl_lib"])]
     # cudart is linked statically so the module imports on machines without a
     # CUDA runtime installed; NCCL is found again at run time via the rpath.
-    libraries += ["cudart_static", "dl", "rt", "nccl"]
-    extra_link += [f"-Wl,-rpath,{CUDA['nccl_lib']}"]
+    libraries += ["cudart_static", "dl", "rt"]
+    # NVIDIA's wheel ships only libnccl.so.2, without the unversioned link.
+    has_dev_link = (CUDA["nccl_lib"] / "libnccl.so").exists()
+    extra_link += ["-lnccl" if has_dev_link else "-l:libnccl.so.2",
+                   f"-Wl,-rpath,{CUDA['nccl_lib']}"]
 
 
 class BuildExt(build_ext):

@@ -143,6 +143,12 @@ PYBIND11_MODULE(_C, m) {
             c.options().chunkBytes = v;
           })
       .def_property(
+          "device_chunk_bytes", [](Communicator& c) { return c.options().deviceChunkBytes; },
+          [](Communicator& c, int64_t v) {
+            if (v < 0) throw ArgumentError("device_chunk_bytes must be >= 0, got " + std::to_string(v));
+            c.options().deviceChunkBytes = v;
+          })
+      .def_property(
           "depth", [](Communicator& c) { return c.options().depth; },
           [](Communicator& c, int v) {
             if (v < 1) throw ArgumentError("depth must be >= 1, got " + std::to_string(v));

@@ -118,6 +118,7 @@ class Communicator:
 
     @property
     def backend(self) -> str:
+        """"mpi", "nccl", "auto" (MPI for host buffers, NCCL for CUDA buffers) or "self"."""
         return self._backend
 
     @property
@@ -326,7 +327,10 @@ def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = N
     if host == "mpi":
         _we_initialized_mpi = _C.mpi_initialize() or _we_initialized_mpi
     impl = _C.Communicator(launch.rank, launch.size, host, timeout, chunk, depth, check, nan_check)
-    name = backend or ("mpi" if host == "mpi" else "nccl" if launch.size > 1 else "self")
+    impl.device_chunk_bytes = _env_number("RINGREDUCE_DEVICE_CHUNK_BYTES", 0, int)
+    # None under a launcher: MPI for host buffers, NCCL for CUDA buffers ("auto").
+    name = backend or ("self" if launch.size == 1 else "auto" if host == "mpi" and _C.has_cuda
+                       else "mpi" if host == "mpi" else "nccl")
     return Communicator(impl, name, launch)
 
 

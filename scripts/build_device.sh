@@ -17,21 +17,9 @@ for d in /usr/local/cuda/bin /usr/local/cuda-13.0/bin; do
   if [ -x "$d/nvcc" ]; then export PATH="$d:$PATH"; break; fi
 done
 
-# Link against the NCCL that torch loads (the nvidia-nccl wheel), so one
-# process never holds two NCCLs. The wheel ships only libnccl.so.2, and the
-# linker wants libnccl.so: point NCCL_HOME at a small directory of links.
-if [ -z "${NCCL_HOME:-}" ]; then
-  wheel=$("$PYTHON" -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
-  if [ -n "$wheel" ] && [ -f "$wheel/include/nccl.h" ] && [ -e "$wheel/lib/libnccl.so.2" ]; then
-    shim="$PWD/build/nccl_shim"
-    mkdir -p "$shim/lib"
-    ln -sfn "$wheel/include" "$shim/include"
-    ln -sf "$wheel/lib/libnccl.so.2" "$shim/lib/libnccl.so.2"
-    ln -sf "$wheel/lib/libnccl.so.2" "$shim/lib/libnccl.so"
-    export NCCL_HOME="$shim"
-  fi
-fi
-echo "build_device: python=$("$PYTHON" -c 'import sys; print(sys.executable)') nvcc=$(command -v nvcc) NCCL_HOME=${NCCL_HOME:-<search>}"
+# setup.py finds NCCL in the nvidia-nccl wheel first (the one torch loads, so
+# one process never holds two NCCLs), then in /usr/include.
+echo "build_device: python=$("$PYTHON" -c 'import sys; print(sys.executable)') nvcc=$(command -v nvcc)"
 
 "$PYTHON" setup.py build_ext --inplace
 "$PYTHON" -c "import ringreduce._C as c; print('built: has_cuda', c.has_cuda, 'has_mpi', c.has_mpi, 'gpus', c.cuda_device_count(), 'nccl', c.nccl_version)"

@@ -179,7 +179,11 @@ void Communicator::execute(const Call& call, Work& work) {
 
 std::shared_ptr<Completion> Communicator::runRing(Engine& engine, const Call& call) {
   RingOptions ro;
-  ro.chunkBytes = call.chunkBytes > 0 ? call.chunkBytes : opt_.chunkBytes;
+  if (call.chunkBytes > 0) ro.chunkBytes = call.chunkBytes;
+  else if (engine.device() < 0) ro.chunkBytes = opt_.chunkBytes;
+  else if (opt_.deviceChunkBytes > 0) ro.chunkBytes = opt_.deviceChunkBytes;
+  else if (engine.preferredChunkBytes() > 0) ro.chunkBytes = engine.preferredChunkBytes();
+  else ro.chunkBytes = opt_.chunkBytes;
   ro.depth = opt_.depth;
   Ring ring(engine.transport(), engine.reducer(), ro);
   engine.begin(call.stream);

@@ -40,7 +40,8 @@ struct Call {
 
 struct Options {
   double timeoutSec = 300.0;
-  int64_t chunkBytes = 1 << 20;
+  int64_t chunkBytes = 1 << 20;        // host engines
+  int64_t deviceChunkBytes = 0;        // device engines; 0: the engine's preferred size
   int depth = 2;
   bool check = false;     // agree on a fingerprint before moving data
   bool nanCheck = false;  // refuse NaN/Inf input
@@ -54,6 +55,12 @@ class Communicator {
   Communicator& operator=(const Communicator&) = delete;
 
   void addEngine(std::unique_ptr<Engine> engine);
+  // The device engine serving `device`, or null.
+  Engine* findEngine(int device) const {
+    for (size_t i = 1; i < engines_.size(); ++i)
+      if (engines_[i]->device() == device) return engines_[i].get();
+    return nullptr;
+  }
 
   int rank() const { return rank_; }
   int size() const { return size_; }

@@ -29,6 +29,9 @@ class Engine {
   virtual Reducer& reducer() = 0;
   // device ordinal the engine serves, -1 for host memory
   virtual int device() const { return -1; }
+  // The pipeline chunk this engine runs best with, in bytes; 0 means the
+  // communicator's default. Measured: see docs/benchmarks.md.
+  virtual int64_t preferredChunkBytes() const { return 0; }
   // Order the ring after the caller's pending work on `callerStream`.
   virtual void begin(uintptr_t /*callerStream*/) {}
   // After the ring was issued. Null when the work is already complete.

@@ -17,9 +17,6 @@
                                 __LINE__) ": " + cudaGetErrorString(rr_cuda_err_));    \
   } while (0)
 
-// After a kernel launch: launch-configuration errors surface only here.
-#define RR_CUDA_CHECK_LAUNCH(what) RR_CUDA_CHECK((static_cast<void>(what), cudaGetLastError()))
-
 #define RR_NCCL_CHECK(call)                                                              \
   do {                                                                                   \
     ncclResult_t rr_nccl_res_ = (call);                                                  \

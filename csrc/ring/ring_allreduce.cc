@@ -16,6 +16,18 @@ constexpr int64_t kPollBytes = 256 << 10;
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Bytes of one receive slot: the largest chunk, rounded up so every slot
+// starts aligned for 16-byte vector loads.
+int64_t slotBytesFor(const RingSchedule& sched, size_t es) {
+  int64_t raw = (sched.maxSegmentCount() / sched.chunksPerSegment() + 1) * static_cast<int64_t>(es);
+  return ceilDiv(raw, 256) * 256;
+}
+
+// Bytes of one half of reduce_scatter's partial-sum ping-pong, likewise aligned.
+int64_t halfBytesFor(const RingSchedule& sched, size_t es) {
+  return ceilDiv(sched.maxSegmentCount() * static_cast<int64_t>(es), 256) * 256;
+}
+
 }  // namespace
 
 std::string RingProgress::describe() const {
@@ -76,8 +88,8 @@ void Ring::runReduceScatter(const void* in, char* work, const RingSchedule& sche
   const int64_t chunks = sched.chunksPerSegment();
   const int64_t steps = n - 1;
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(opt_.depth, chunks));
-  const int64_t slotBytes = (sched.maxSegmentCount() / chunks + 1) * es;
-  const size_t segBytes = sched.maxSegmentCount() * es;
+  const int64_t slotBytes = slotBytesFor(sched, es);
+  const int64_t segBytes = halfBytesFor(sched, es);
 
   // Where step s keeps the reduced chunk c of segment seg.
   auto result = [&](int64_t s, int seg, int64_t c) -> char* {
@@ -131,8 +143,7 @@ void Ring::allreduce(const void* in, void* out, int64_t count, DType dtype, Redu
   RingSchedule sched(count, n, std::max<int64_t>(1, opt_.chunkBytes / es));
   const int64_t chunks = sched.chunksPerSegment();
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(opt_.depth, chunks));
-  char* recvSlots =
-      static_cast<char*>(red_.scratch(slots * (sched.maxSegmentCount() / chunks + 1) * es));
+  char* recvSlots = static_cast<char*>(red_.scratch(slots * slotBytesFor(sched, es)));
 
   // Phase 1: reduce-scatter. Afterwards rank r holds the final segment r in out.
   runReduceScatter(in, static_cast<char*>(out), sched, dtype, op, recvSlots, nullptr, nullptr);
@@ -172,8 +183,8 @@ void Ring::reduceScatter(const void* in, void* out, int64_t count, DType dtype, 
   RingSchedule sched(count, n, std::max<int64_t>(1, opt_.chunkBytes / es));
   const int64_t chunks = sched.chunksPerSegment();
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(opt_.depth, chunks));
-  const int64_t slotBytes = (sched.maxSegmentCount() / chunks + 1) * es;
-  const int64_t segBytes = sched.maxSegmentCount() * es;
+  const int64_t slotBytes = slotBytesFor(sched, es);
+  const int64_t segBytes = halfBytesFor(sched, es);
   char* base = static_cast<char*>(red_.scratch(slots * slotBytes + 2 * segBytes));
   runReduceScatter(in, nullptr, sched, dtype, op, base, base + slots * slotBytes,
                    static_cast<char*>(out));

@@ -106,13 +106,15 @@ void MpiTransport::start(const void* send, size_t sendBytes, void* recv, size_t 
 bool MpiTransport::test(Exchange& x) {
   if (x.done) return true;
   int flag = 0;
-  std::vector<MPI_Status> st(x.requests.size());
+  if (statuses_.size() < x.requests.size()) statuses_.resize(x.requests.size());
+  std::vector<MPI_Status>& st = statuses_;
   int rc = MPI_Testall(static_cast<int>(x.requests.size()), x.requests.data(), &flag, st.data());
   if (rc != MPI_SUCCESS) {
     int err = rc;
-    for (auto& s : st)
-      if (rc == MPI_ERR_IN_STATUS && s.MPI_ERROR != MPI_SUCCESS && s.MPI_ERROR != MPI_ERR_PENDING)
-        err = s.MPI_ERROR;
+    for (size_t i = 0; i < x.requests.size(); ++i)
+      if (rc == MPI_ERR_IN_STATUS && st[i].MPI_ERROR != MPI_SUCCESS &&
+          st[i].MPI_ERROR != MPI_ERR_PENDING)
+        err = st[i].MPI_ERROR;
     int cls = 0;
     MPI_Error_class(err, &cls);
     if (cls == MPI_ERR_TRUNCATE)

@@ -53,6 +53,7 @@ class MpiTransport : public Transport {
   int rank_ = 0, size_ = 1, left_ = 0, right_ = 0;
   bool aborted_ = false;
   std::deque<Exchange> pending_;
+  std::vector<MPI_Status> statuses_;  // reused: polling must not allocate
 };
 
 }  // namespace rr

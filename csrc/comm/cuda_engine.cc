@@ -1,0 +1,211 @@
+#include "comm/cuda_engine.h"
+
+#include <cstring>
+#include <thread>
+
+#include "common/cuda_check.h"
+#include "common/errors.h"
+#ifdef RR_HAVE_MPI
+#include "transport/mpi_device_transport.h"
+#include "transport/mpi_transport.h"
+#endif
+
+namespace rr {
+namespace {
+
+// The end of one device collective: an event on the reduction stream.
+class StreamCompletion : public Completion {
+ public:
+  StreamCompletion(int device, int rank, cudaEvent_t event, std::shared_ptr<NcclComm> nccl)
+      : device_(device), rank_(rank), event_(event), nccl_(std::move(nccl)) {}
+  ~StreamCompletion() override {
+    int prev = -1;
+    cudaGetDevice(&prev);
+    cudaSetDevice(device_);
+    cudaEventDestroy(event_);  // released by the runtime once the work completes
+    if (prev >= 0 && prev != device_) cudaSetDevice(prev);
+  }
+
+  bool query() override {
+    DeviceGuard g(device_);
+    cudaError_t q = cudaEventQuery(event_);
+    if (q == cudaErrorNotReady) return false;
+    RR_CUDA_CHECK(q);
+    return true;
+  }
+
+  void streamWait(uintptr_t stream) override {
+    DeviceGuard g(device_);
+    RR_CUDA_CHECK(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(stream), event_, 0));
+  }
+
+  void synchronize(Clock::time_point deadline) override {
+    DeviceGuard g(device_);
+    for (uint64_t spins = 0;; ++spins) {
+      cudaError_t q = cudaEventQuery(event_);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) RR_CUDA_CHECK(q);
+      // A peer that died or a failed transfer shows up here, not in the
+      // event: NCCL kernels would wait for it forever.
+      if (nccl_) {
+        ncclResult_t err = nccl_->asyncError();
+        if (err != ncclSuccess && err != ncclInProgress) {
+          nccl_->abort();
+          RR_THROW(Error, who() + ": NCCL reported an asynchronous error (" +
+                              ncclGetErrorString(err) + "); the NCCL communicator was aborted");
+        }
+      }
+      if (Clock::now() > deadline) {
+        if (nccl_) {
+          nccl_->abort();
+          RR_THROW(TimeoutError, who() + ": device work not finished by the deadline; the "
+                                         "NCCL communicator was aborted");
+        }
+        RR_THROW(TimeoutError, who() + ": device work not finished by the deadline");
+      }
+      // Spin briefly for short collectives, then stop burning a core.
+      if (spins < 1000) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+ private:
+  std::string who() const {
+    return "rank " + std::to_string(rank_) + " (cuda:" + std::to_string(device_) + ")";
+  }
+  int device_, rank_;
+  cudaEvent_t event_;
+  std::shared_ptr<NcclComm> nccl_;
+};
+
+ncclDataType_t ncclType(DType t) {
+  switch (t) {
+    case DType::kFloat16: return ncclFloat16;
+    case DType::kBFloat16: return ncclBfloat16;
+    case DType::kFloat32: return ncclFloat32;
+    case DType::kFloat64: return ncclFloat64;
+    case DType::kInt8: return ncclInt8;
+    case DType::kUInt8: return ncclUint8;
+    case DType::kInt32: return ncclInt32;
+    case DType::kInt64: return ncclInt64;
+  }
+  RR_THROW(ArgumentError, "unknown dtype code " + std::to_string(static_cast<int>(t)));
+}
+
+ncclRedOp_t ncclOp(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kProd: return ncclProd;
+    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kAvg: return ncclAvg;
+  }
+  RR_THROW(ArgumentError, "unknown op code " + std::to_string(static_cast<int>(op)));
+}
+
+}  // namespace
+
+const char* mpiDevicePath(bool cudaAware, const char* override) {
+  if (override && *override) {
+    if (std::strcmp(override, "direct") == 0) return "direct";
+    if (std::strcmp(override, "staged") == 0) return "staged";
+    RR_THROW(ArgumentError, std::string("RINGREDUCE_MPI_DEVICE_PATH must be 'direct' or "
+                                        "'staged', got '") + override + "'");
+  }
+  return cudaAware ? "direct" : "staged";
+}
+
+CudaEngineBase::CudaEngineBase(int device) : device_(device) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  if (device < 0 || device >= count)
+    RR_THROW(ArgumentError, "cuda:" + std::to_string(device) + " does not exist: this process sees " +
+                                std::to_string(count) + " GPU(s)");
+  DeviceGuard g(device_);
+  try {
+    // Non-blocking: the legacy default stream must not serialise with ours;
+    // ordering with the caller is explicit, through events.
+    RR_CUDA_CHECK(cudaStreamCreateWithFlags(&reduce_, cudaStreamNonBlocking));
+    RR_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    RR_CUDA_CHECK(cudaEventCreateWithFlags(&callerReady_, cudaEventDisableTiming));
+    RR_CUDA_CHECK(cudaEventCreateWithFlags(&sideDone_, cudaEventDisableTiming));
+  } catch (...) {
+    if (reduce_) cudaStreamDestroy(reduce_);
+    if (side_) cudaStreamDestroy(side_);
+    if (callerReady_) cudaEventDestroy(callerReady_);
+    throw;
+  }
+}
+
+CudaEngineBase::~CudaEngineBase() {
+  int prev = -1;
+  cudaGetDevice(&prev);
+  cudaSetDevice(device_);
+  cudaStreamSynchronize(side_);
+  cudaStreamSynchronize(reduce_);
+  cudaEventDestroy(callerReady_);
+  cudaEventDestroy(sideDone_);
+  cudaStreamDestroy(side_);
+  cudaStreamDestroy(reduce_);
+  if (prev >= 0 && prev != device_) cudaSetDevice(prev);
+}
+
+void CudaEngineBase::begin(uintptr_t callerStream) {
+  DeviceGuard g(device_);
+  // The collective reads what the caller's kernels produce, even those still
+  // running: the reduction stream starts after them, the host does not wait.
+  RR_CUDA_CHECK(cudaEventRecord(callerReady_, reinterpret_cast<cudaStream_t>(callerStream)));
+  RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, callerReady_, 0));
+}
+
+std::shared_ptr<Completion> CudaEngineBase::end() {
+  DeviceGuard g(device_);
+  joinSideStream();
+  cudaEvent_t done;
+  RR_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  cudaError_t rc = cudaEventRecord(done, reduce_);
+  if (rc != cudaSuccess) {
+    cudaEventDestroy(done);
+    RR_CUDA_CHECK(rc);
+  }
+  return std::make_shared<StreamCompletion>(device_, rank_, done, ncclHandle());
+}
+
+NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id)
+    : CudaEngineBase(device) {
+  rank_ = rank;
+  DeviceGuard g(device_);
+  ncclComm_t comm = nullptr;
+  RR_NCCL_CHECK(ncclCommInitRank(&comm, size, id, rank));
+  comm_ = std::make_shared<NcclComm>(comm, device_, rank);
+  transport_ = std::make_unique<NcclTransport>(comm_, size, reduce_, side_);
+  reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
+}
+
+void NcclEngine::nativeAllreduce(const void* in, void* out, int64_t count, DType dtype,
+                                 ReduceOp op, uintptr_t stream) {
+  RR_CHECK_ARG(count >= 0, "count must be >= 0, got " + std::to_string(count));
+  if (count == 0) return;
+  DeviceGuard g(device_);
+  RR_NCCL_CHECK(ncclAllReduce(in, out, static_cast<size_t>(count), ncclType(dtype), ncclOp(op),
+                              comm_->get(), reinterpret_cast<cudaStream_t>(stream)));
+}
+
+#ifdef RR_HAVE_MPI
+MpiDeviceEngine::MpiDeviceEngine(int device, bool staged) : CudaEngineBase(device) {
+  if (!staged && !MpiTransport::cudaAware())
+    RR_THROW(ArgumentError, "the direct MPI device path needs a CUDA-aware MPI, and this one is "
+                            "not; unset RINGREDUCE_MPI_DEVICE_PATH or set it to 'staged'");
+  auto host = std::make_unique<MpiTransport>();
+  rank_ = host->rank();
+  transport_ = std::make_unique<MpiDeviceTransport>(std::move(host), device_, staged, reduce_, side_);
+  reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
+}
+
+void MpiDeviceEngine::joinSideStream() {
+  RR_CUDA_CHECK(cudaEventRecord(sideDone_, side_));
+  RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, sideDone_, 0));
+}
+#endif
+
+}  // namespace rr

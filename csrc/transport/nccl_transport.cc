@@ -1,0 +1,130 @@
+#include "transport/nccl_transport.h"
+
+#include "common/cuda_check.h"
+#include "common/errors.h"
+
+namespace rr {
+
+NcclComm::NcclComm(ncclComm_t comm, int device, int rank)
+    : comm_(comm), device_(device), rank_(rank) {}
+
+NcclComm::~NcclComm() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (aborted_ || comm_ == nullptr) return;
+  int prev = -1;
+  cudaGetDevice(&prev);
+  cudaSetDevice(device_);
+  ncclResult_t err = ncclSuccess;
+  ncclCommGetAsyncError(comm_, &err);
+  // A communicator with a failed peer may never finish destroying: abort it.
+  if (err != ncclSuccess && err != ncclInProgress) ncclCommAbort(comm_);
+  else ncclCommDestroy(comm_);
+  comm_ = nullptr;
+  if (prev >= 0 && prev != device_) cudaSetDevice(prev);
+}
+
+ncclComm_t NcclComm::get() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (aborted_)
+    RR_THROW(Error, "the NCCL communicator of rank " + std::to_string(rank_) + " on cuda:" +
+                        std::to_string(device_) + " was aborted by an earlier failure");
+  return comm_;
+}
+
+void NcclComm::abort() noexcept {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (aborted_ || comm_ == nullptr) return;
+  aborted_ = true;
+  ncclCommAbort(comm_);
+  comm_ = nullptr;
+}
+
+bool NcclComm::aborted() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return aborted_;
+}
+
+ncclResult_t NcclComm::asyncError() const noexcept {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (aborted_ || comm_ == nullptr) return ncclSuccess;
+  ncclResult_t err = ncclSuccess;
+  ncclResult_t rc = ncclCommGetAsyncError(comm_, &err);
+  return rc != ncclSuccess ? rc : err;
+}
+
+NcclTransport::NcclTransport(std::shared_ptr<NcclComm> comm, int size, cudaStream_t reduceStream,
+                             cudaStream_t commStream)
+    : comm_(std::move(comm)), size_(size), reduce_(reduceStream), commStream_(commStream) {
+  DeviceGuard g(comm_->device());
+  RR_CUDA_CHECK(cudaEventCreateWithFlags(&reduceDone_, cudaEventDisableTiming));
+}
+
+NcclTransport::~NcclTransport() {
+  int prev = -1;
+  cudaGetDevice(&prev);
+  cudaSetDevice(comm_->device());
+  // Events may be destroyed while recorded work is pending: the runtime
+  // releases them once it completes.
+  if (reduceDone_) cudaEventDestroy(reduceDone_);
+  for (cudaEvent_t e : all_) cudaEventDestroy(e);
+  if (prev >= 0 && prev != comm_->device()) cudaSetDevice(prev);
+}
+
+cudaEvent_t NcclTransport::takeEvent() {
+  if (!spare_.empty()) {
+    cudaEvent_t e = spare_.back();
+    spare_.pop_back();
+    return e;
+  }
+  cudaEvent_t e;
+  RR_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  all_.push_back(e);
+  return e;
+}
+
+void NcclTransport::start(const void* send, size_t sendBytes, void* recv, size_t recvBytes) {
+  DeviceGuard g(comm_->device());
+  ncclComm_t comm = comm_->get();
+  // The send may read what the last reduction wrote, and the receive may
+  // land in a slot an issued reduction still reads: wait for both.
+  RR_CUDA_CHECK(cudaEventRecord(reduceDone_, reduce_));
+  RR_CUDA_CHECK(cudaStreamWaitEvent(commStream_, reduceDone_, 0));
+  if (sendBytes > 0 || recvBytes > 0) {
+    const int right = (rank() + 1) % size_, left = (rank() - 1 + size_) % size_;
+    RR_NCCL_CHECK(ncclGroupStart());
+    try {
+      // p2p transfers are byte streams inside NCCL: ncclUint8 loses nothing
+      // to a wider type, and counts are size_t, so no splitting is needed.
+      if (sendBytes > 0) RR_NCCL_CHECK(ncclSend(send, sendBytes, ncclUint8, right, comm, commStream_));
+      if (recvBytes > 0) RR_NCCL_CHECK(ncclRecv(recv, recvBytes, ncclUint8, left, comm, commStream_));
+    } catch (...) {
+      ncclGroupEnd();  // close the group this thread opened before unwinding
+      throw;
+    }
+    RR_NCCL_CHECK(ncclGroupEnd());
+  }
+  cudaEvent_t done = takeEvent();
+  inFlight_.push_back(done);
+  RR_CUDA_CHECK(cudaEventRecord(done, commStream_));
+}
+
+void NcclTransport::finish() {
+  if (inFlight_.empty()) RR_THROW(Error, "finish() without a started exchange");
+  DeviceGuard g(comm_->device());
+  cudaEvent_t done = inFlight_.front();
+  inFlight_.pop_front();
+  spare_.push_back(done);
+  // The wait captures the event's current record, so the event may be
+  // recorded again by a later start() right away.
+  RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, done, 0));
+}
+
+void NcclTransport::join() {
+  DeviceGuard g(comm_->device());
+  cudaEvent_t e = takeEvent();
+  RR_CUDA_CHECK(cudaEventRecord(e, commStream_));
+  RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, e, 0));
+  spare_.push_back(e);
+}
+
+}  // namespace rr

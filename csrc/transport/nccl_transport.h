@@ -1,0 +1,80 @@
+// Ring exchanges as grouped ncclSend/ncclRecv on a comm stream that runs
+// beside the engine's reduction stream. The host only enqueues: start()
+// orders the transfer after the reductions already issued (so a receive never
+// overwrites a slot still being read), finish() orders later reductions after
+// the transfer. Neither blocks the host.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "transport/transport.h"
+
+namespace rr {
+
+// Shared ownership of one ncclComm_t: the engine, its transport and every
+// Completion it handed out may outlive one another.
+class NcclComm {
+ public:
+  NcclComm(ncclComm_t comm, int device, int rank);
+  ~NcclComm();  // destroys, or aborts when an error is pending; never throws
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  // The live communicator; throws rr::Error once aborted.
+  ncclComm_t get() const;
+  // ncclCommAbort once; later calls do nothing. Never throws.
+  void abort() noexcept;
+  bool aborted() const;
+  // ncclSuccess, or the error an asynchronous NCCL operation hit.
+  ncclResult_t asyncError() const noexcept;
+  int device() const { return device_; }
+  int rank() const { return rank_; }
+
+ private:
+  mutable std::mutex mu_;
+  ncclComm_t comm_;
+  const int device_, rank_;
+  bool aborted_ = false;
+};
+
+class NcclTransport : public Transport {
+ public:
+  // Both streams belong to comm's device and outlive the transport.
+  NcclTransport(std::shared_ptr<NcclComm> comm, int size, cudaStream_t reduceStream,
+                cudaStream_t commStream);
+  ~NcclTransport() override;
+  NcclTransport(const NcclTransport&) = delete;
+  NcclTransport& operator=(const NcclTransport&) = delete;
+
+  int rank() const override { return comm_->rank(); }
+  int size() const override { return size_; }
+  std::string name() const override { return "nccl"; }
+  bool onDevice() const override { return true; }
+
+  void start(const void* send, size_t sendBytes, void* recv, size_t recvBytes) override;
+  void finish() override;
+  void abort() noexcept override { comm_->abort(); }
+
+  // Orders everything issued on the comm stream before later work on the
+  // reduction stream; the engine calls it once the ring has been issued.
+  void join();
+
+ private:
+  cudaEvent_t takeEvent();
+
+  std::shared_ptr<NcclComm> comm_;
+  int size_;
+  cudaStream_t reduce_, commStream_;
+  cudaEvent_t reduceDone_ = nullptr;       // re-recorded by every start()
+  std::deque<cudaEvent_t> inFlight_;       // one per started exchange, oldest first
+  std::vector<cudaEvent_t> spare_;
+  std::vector<cudaEvent_t> all_;
+};
+
+}  // namespace rr
