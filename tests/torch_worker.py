@@ -1,5 +1,6 @@
 """Multi-rank checks of ringreduce.torch, run by tests/test_torch_integration.py
-under mpirun: python tests/torch_worker.py {hook|backend|optimizer}.
+under mpirun: python tests/torch_worker.py MODE... (MODE: hook, backend, optimizer;
+several run one after the other in the same processes).
 
 Each check trains a small model for STEPS steps on equal shards of a batch and
 compares the parameters with a single-process full-batch reference computed
@@ -129,6 +130,16 @@ def mode_hook():
 
     comm = rr.init()
     n, r = comm.size, comm.rank
+    # gloo needs a rendezvous address; rank 0 picks a fresh port (an earlier
+    # mode's store may still hold MASTER_PORT), ringreduce sends it.
+    import socket
+    port = torch.zeros(1, dtype=torch.int64)
+    if r == 0:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port[0] = sock.getsockname()[1]
+    comm.broadcast(port, 0)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(int(port))
     dist.init_process_group("gloo", rank=r, world_size=n)
     cases = [("allreduce_hook", rt.allreduce_hook, sgd, TOL),
              ("allreduce_hook+adam", rt.allreduce_hook, adam, TOL),
@@ -302,5 +313,7 @@ def mode_optimizer():
 
 
 if __name__ == "__main__":
-    {"hook": mode_hook, "backend": mode_backend, "optimizer": mode_optimizer}[sys.argv[1]]()
-    print(f"rank {rr.rank()}: ALL PASS {sys.argv[1]}", flush=True)
+    modes = {"hook": mode_hook, "backend": mode_backend, "optimizer": mode_optimizer}
+    for m in sys.argv[1:]:
+        modes[m]()
+        print(f"rank {rr.rank()}: ALL PASS {m}", flush=True)
