@@ -37,9 +37,10 @@ CUDA_CXX_SOURCES = [
     "csrc/bindings_cuda.cc",
     "csrc/transport/nccl_transport.cc",
     "csrc/comm/cuda_engine.cc",
+    "csrc/ipc/ipc_bindings.cc",
     "csrc/transport/mpi_device_transport.cc",
 ]
-CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu"]
+CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu"]
 
 
 def log(msg):
@@ -189,7 +190,8 @@ class BuildExt(build_ext):
                    f"-I{CUDA['nccl_inc']}", "-DRR_HAVE_CUDA=1", *gencode]
             src_m = (ROOT / src).stat().st_mtime
             if not obj.exists() or obj.stat().st_mtime < max(
-                    src_m, *(p.stat().st_mtime for p in CSRC.rglob("*.h"))):
+                    src_m, *(p.stat().st_mtime for p in CSRC.rglob("*.h")),
+                    *(p.stat().st_mtime for p in CSRC.rglob("*.cuh"))):
                 log(" ".join(cmd))
                 subprocess.check_call(cmd)
             objs.append(str(obj))

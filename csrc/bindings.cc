@@ -14,6 +14,7 @@
 #endif
 #ifdef RR_HAVE_CUDA
 #include "bindings_cuda.h"
+#include "ipc/ipc_bindings.h"
 #endif
 
 namespace py = pybind11;
@@ -44,32 +45,66 @@ std::unique_ptr<Transport> makeHostTransport(const std::string& kind) {
 // The buffer protocol, read in C++: much cheaper than NumPy's Python-level
 // attributes on the small-message path. Returns (ptr, count, dtype code or
 // -1, readonly, c_contiguous, format).
+// The dtype code of a buffer-protocol view, or -1 when unsupported.
+int dtypeCodeOf(const Py_buffer& view) {
+  std::string fmt = view.format ? view.format : "B";
+  if (!fmt.empty() && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt = fmt.substr(1);
+  if (fmt.size() != 1) return -1;
+  char f = fmt[0];
+  bool isInt = std::string("bhilqnBHILQN").find(f) != std::string::npos;
+  bool isSigned = isInt && std::islower(static_cast<unsigned char>(f));
+  if (f == 'e') return static_cast<int>(DType::kFloat16);
+  if (f == 'f') return static_cast<int>(DType::kFloat32);
+  if (f == 'd') return static_cast<int>(DType::kFloat64);
+  if (isInt && view.itemsize == 1) return static_cast<int>(isSigned ? DType::kInt8 : DType::kUInt8);
+  if (isInt && isSigned && view.itemsize == 4) return static_cast<int>(DType::kInt32);
+  if (isInt && isSigned && view.itemsize == 8) return static_cast<int>(DType::kInt64);
+  return -1;
+}
+
 py::tuple hostBuffer(py::handle obj) {
   Py_buffer view;
   if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_RECORDS_RO) != 0) {
     PyErr_Clear();
     throw py::type_error("object does not expose the buffer protocol");
   }
-  std::string fmt = view.format ? view.format : "B";
-  if (!fmt.empty() && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt = fmt.substr(1);
-  int code = -1;
-  if (fmt.size() == 1) {
-    char f = fmt[0];
-    bool isInt = std::string("bhilqnBHILQN").find(f) != std::string::npos;
-    bool isSigned = isInt && std::islower(static_cast<unsigned char>(f));
-    if (f == 'e') code = static_cast<int>(DType::kFloat16);
-    else if (f == 'f') code = static_cast<int>(DType::kFloat32);
-    else if (f == 'd') code = static_cast<int>(DType::kFloat64);
-    else if (isInt && view.itemsize == 1) code = static_cast<int>(isSigned ? DType::kInt8 : DType::kUInt8);
-    else if (isInt && isSigned && view.itemsize == 4) code = static_cast<int>(DType::kInt32);
-    else if (isInt && isSigned && view.itemsize == 8) code = static_cast<int>(DType::kInt64);
-  }
+  int code = dtypeCodeOf(view);
   bool contiguous = PyBuffer_IsContiguous(&view, 'C') != 0;
   int64_t count = view.itemsize ? view.len / view.itemsize : 0;
   py::tuple t = py::make_tuple(reinterpret_cast<uintptr_t>(view.buf), count, code,
-                               static_cast<bool>(view.readonly), contiguous, fmt);
+                               static_cast<bool>(view.readonly), contiguous,
+                               std::string(view.format ? view.format : "B"));
   PyBuffer_Release(&view);
   return t;
+}
+
+// The latency path for the commonest call, a blocking in-place all-reduce of
+// a writable, contiguous host array of a supported dtype: no Python layer in
+// between. Returns false (touching nothing) for anything else, and the
+// Python layer then takes the general path with its checks and messages.
+bool allreduceHostInPlace(Communicator& c, py::handle obj, int op) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_RECORDS) != 0) {  // writable only
+    PyErr_Clear();
+    return false;
+  }
+  int code = dtypeCodeOf(view);
+  bool ok = code >= 0 && PyBuffer_IsContiguous(&view, 'C') && op >= 0 && op < kNumOps;
+  Call call;
+  call.coll = Coll::kAllreduce;
+  call.in = call.out = view.buf;
+  call.count = view.itemsize ? view.len / view.itemsize : 0;
+  call.dtype = static_cast<DType>(code);
+  call.op = static_cast<ReduceOp>(op);
+  PyBuffer_Release(&view);  // the caller holds the array for the whole call
+  if (!ok) return false;
+  std::shared_ptr<Work> work;
+  {
+    py::gil_scoped_release release;
+    work = c.submit(std::move(call), false);
+    work->wait(-1.0, 0);
+  }
+  return true;
 }
 
 }  // namespace
@@ -149,6 +184,12 @@ PYBIND11_MODULE(_C, m) {
             c.options().deviceChunkBytes = v;
           })
       .def_property(
+          "small_bytes", [](Communicator& c) { return c.options().smallBytes; },
+          [](Communicator& c, int64_t v) {
+            if (v < 0) throw ArgumentError("small_bytes must be >= 0, got " + std::to_string(v));
+            c.options().smallBytes = v;
+          })
+      .def_property(
           "depth", [](Communicator& c) { return c.options().depth; },
           [](Communicator& c, int v) {
             if (v < 1) throw ArgumentError("depth must be >= 1, got " + std::to_string(v));
@@ -182,6 +223,14 @@ PYBIND11_MODULE(_C, m) {
           py::arg("coll"), py::arg("inp"), py::arg("out"), py::arg("count"), py::arg("dtype"),
           py::arg("op"), py::arg("root"), py::arg("blocks"), py::arg("device"), py::arg("stream"),
           py::arg("chunk_bytes"), py::arg("async_op"), py::call_guard<py::gil_scoped_release>())
+      .def("allreduce_host_inplace", &allreduceHostInPlace, py::arg("x"), py::arg("op"),
+           "Blocking in-place all-reduce of a host array; False if not applicable.")
+      .def(
+          "allreduce_path",
+          [](Communicator& c, int device, int64_t count, int dtype, int op) {
+            return c.allreducePath(device, count, static_cast<DType>(dtype), static_cast<ReduceOp>(op));
+          },
+          py::arg("device"), py::arg("count"), py::arg("dtype"), py::arg("op"))
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
 
   m.def("host_buffer", &hostBuffer, "(ptr, count, dtype code or -1, readonly, c_contiguous, format)");
@@ -213,6 +262,7 @@ PYBIND11_MODULE(_C, m) {
 #ifdef RR_HAVE_CUDA
   m.attr("has_cuda") = true;
   bindCuda(m);
+  rr::bindIpc(m);
 #else
   m.attr("has_cuda") = false;
 #endif

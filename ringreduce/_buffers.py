@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _C
+
 # Codes shared with csrc/common/dtypes.h.
 DTYPES = {
     "float16": 0, "bfloat16": 1, "float32": 2, "float64": 3,
@@ -22,7 +24,7 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
 SUPPORTED = ", ".join(DTYPES)
 
 
-@dataclass
+@dataclass(slots=True)
 class Buffer:
     obj: Any            # the array itself, kept alive while in use
     kind: str           # "torch", "cupy", "cai", "numpy"
@@ -59,15 +61,27 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
 
 
-def _from_torch(x: Any) -> Buffer:
-    name = str(x.dtype).replace("torch.", "")
-    _dtype_name(name)
-    _check_contiguous(x.is_contiguous(), f"torch tensor of shape {tuple(x.shape)}", x.stride())
-    if x.is_cuda:
-        import torch
+_TORCH_NAMES: dict = {}
 
-        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
-        stream = torch.cuda.current_stream(device).cuda_stream
+
+def torch_current_stream(device: int) -> int:
+    """The caller's current CUDA stream on `device`, as a raw handle."""
+    import torch
+
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # skips building a Stream object
+    return raw(device) if raw is not None else torch.cuda.current_stream(device).cuda_stream
+
+
+def _from_torch(x: Any) -> Buffer:
+    name = _TORCH_NAMES.get(x.dtype)
+    if name is None:
+        name = _dtype_name(str(x.dtype).replace("torch.", ""))
+        _TORCH_NAMES[x.dtype] = name
+    if not x.is_contiguous():
+        _check_contiguous(False, f"torch tensor of shape {tuple(x.shape)}", x.stride())
+    if x.is_cuda:
+        device = x.get_device()
+        stream = torch_current_stream(device)
     elif x.device.type == "cpu":
         device, stream = -1, 0
     else:
@@ -79,7 +93,8 @@ def _from_cai(x: Any) -> Buffer:
     cai = x.__cuda_array_interface__
     kind = "cupy" if type(x).__module__.startswith("cupy") else "cai"
     dt = np.dtype(cai["typestr"])
-    name = "bfloat16" if cai["typestr"] in ("<V2",) and getattr(x, "dtype", None) and "bfloat16" in str(x.dtype) else dt.name
+    # __cuda_array_interface__ has no bfloat16 typestr; trust the array's own dtype name.
+    name = "bfloat16" if "bfloat16" in str(getattr(x, "dtype", "")) else dt.name
     _dtype_name(name)
     shape = tuple(cai["shape"])
     count = int(np.prod(shape)) if shape else 1
@@ -101,8 +116,6 @@ def _cai_device_and_stream(x: Any, ptr: int, cai: dict, kind: str):
         import cupy
 
         return x.device.id, cupy.cuda.get_current_stream().ptr
-    from . import _C
-
     device = _C.device_of_pointer(ptr) if getattr(_C, "has_cuda", False) and ptr else 0
     stream = cai.get("stream") or 0
     return device, 0 if stream in (1, 2) else stream
@@ -112,19 +125,15 @@ _NAMES = {code: name for name, code in DTYPES.items()}
 
 
 def _from_numpy(a: np.ndarray, obj: Any) -> Buffer:
-    from . import _C
-
-    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:  # ml_dtypes' bfloat16
-        a = a.view(np.uint16)
-        ptr, count, _, readonly, contiguous, _ = _C.host_buffer(a)
+    if a.dtype.kind in "cbOSUMm":
+        raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
+    ptr, count, code, readonly, contiguous, _ = _C.host_buffer(a)
+    if code >= 0:
+        name = _NAMES[code]
+    elif a.dtype.itemsize == 2 and a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16
         name = "bfloat16"
     else:
-        if a.dtype.kind in "cbOVSUMm":
-            raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
-        ptr, count, code, readonly, contiguous, _ = _C.host_buffer(a)
-        if code < 0:
-            raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
-        name = _NAMES[code]
+        raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
     if not contiguous:
         _check_contiguous(False, f"numpy array of shape {a.shape}", a.strides)
     return Buffer(obj, "numpy", ptr, count, name, -1, 0, readonly, a.shape)
@@ -132,6 +141,8 @@ def _from_numpy(a: np.ndarray, obj: Any) -> Buffer:
 
 def as_buffer(x: Any, what: str = "x") -> Buffer:
     """Describe `x` without copying it. Raises TypeError or ValueError with the value."""
+    if type(x) is np.ndarray:  # the common host case first: it is the latency path
+        return _from_numpy(x, x)
     if _is_torch(x):
         return _from_torch(x)
     if hasattr(x, "__cuda_array_interface__"):

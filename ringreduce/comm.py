@@ -5,6 +5,8 @@ import atexit
 import os
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from . import _C
 from ._buffers import Buffer, as_buffer, counts_array, empty_like, to_list
 from .errors import CollectiveTimeout, RingReduceError
@@ -80,9 +82,9 @@ class Work:
 def _current_stream(b: Buffer) -> int:
     # The stream current *now* on the waiting thread, as torch does.
     if b.kind == "torch":
-        import torch
+        from ._buffers import torch_current_stream
 
-        return torch.cuda.current_stream(b.device).cuda_stream
+        return torch_current_stream(b.device)
     if b.kind == "cupy":
         import cupy
 
@@ -191,6 +193,9 @@ class Communicator:
                   chunk_bytes: Optional[int] = None) -> Any:
         """Reduce x over all ranks. In place when out is None. Returns the
         result (x or out), or a Work when async_op."""
+        if (out is None and not async_op and chunk_bytes is None and type(x) is np.ndarray
+                and op in OPS and self._impl.allreduce_host_inplace(x, OPS[op])):
+            return x  # the latency path: everything ran in C++
         opc = _op_code(op)
         b = as_buffer(x)
         if out is None:
@@ -328,6 +333,7 @@ def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = N
         _we_initialized_mpi = _C.mpi_initialize() or _we_initialized_mpi
     impl = _C.Communicator(launch.rank, launch.size, host, timeout, chunk, depth, check, nan_check)
     impl.device_chunk_bytes = _env_number("RINGREDUCE_DEVICE_CHUNK_BYTES", 0, int)
+    impl.small_bytes = _env_number("RINGREDUCE_SMALL_BYTES", impl.small_bytes, int)
     # None under a launcher: MPI for host buffers, NCCL for CUDA buffers ("auto").
     name = backend or ("self" if launch.size == 1 else "auto" if host == "mpi" and _C.has_cuda
                        else "mpi" if host == "mpi" else "nccl")

@@ -53,6 +53,7 @@ def test_cli_rejects_min_above_max(capsys):
     (["--backends", "ringreduce,foo"], "unknown backend 'foo'"),
     (["-f", "1"], "step factor must be > 1"),
     (["-n", "0"], "expected an integer >= 1"),
+    (["--chunk-bytes", "64K,oops"], "bad size 'oops'"),
 ])
 def test_cli_rejects(argv, msg, capsys):
     with pytest.raises(SystemExit):
@@ -65,8 +66,9 @@ def test_cli_defaults_and_lists():
                         "--backends", "ringreduce,gloo", "--chunk-bytes", "256K"])
     assert (a.minbytes, a.maxbytes, a.stepfactor) == (8, 1 << 30, 2.0)
     assert a.datatype == ["float32", "bfloat16"] and a.op == ["sum", "max"]
-    assert a.backends == ["ringreduce", "gloo"] and a.chunk_bytes == 256 << 10
+    assert a.backends == ["ringreduce", "gloo"] and a.chunk_bytes == [256 << 10]
     assert a.check == 1 and a.iters == 20 and a.warmup_iters == 5
+    assert cli.parse_args(["--chunk-bytes", "64K,1M"]).chunk_bytes == [64 << 10, 1 << 20]
     d = cli.parse_args([])
     assert d.datatype == ["float32"] and d.op == ["sum"] and d.backends is None
 
@@ -287,3 +289,20 @@ def test_fault_injection_is_counted(tmp_path):
     assert len(ours) == 4 and all(r["wrong"] == 1 for r in ours)
     assert all(r["wrong"] == 0 for r in rows if r["backend"] == "mpi")
     assert "FAILED" in p.stdout
+
+
+@needs_mpi
+def test_dtypes_and_ops_check_clean_on_three_ranks(tmp_path):
+    """Every backend is correct for integer, half and double dtypes, prod and
+    avg included; MPI skips the 16-bit floats with a reason."""
+    p = _mpirun(3, ["-b", "8", "-e", "4K", "-f", "512", "-n", "2", "-w", "0",
+                    "-d", "int8,bfloat16,float64", "-o", "prod,avg",
+                    "--backends", "ringreduce,mpi,gloo", "--json", str(tmp_path / "d.json")],
+                tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "skipping mpi for bfloat16 prod: MPI has no bfloat16 datatype" in p.stdout
+    rows = json.loads((tmp_path / "d.json").read_text())["results"]
+    # 2 sizes x 3 dtypes x 2 ops x 2 modes x 3 backends, less mpi's bfloat16 rows
+    assert len(rows) == 2 * 3 * 2 * 2 * 3 - 2 * 2 * 2
+    assert all(r["wrong"] == 0 for r in rows)
+    assert {r["dtype"] for r in rows if r["backend"] == "mpi"} == {"int8", "float64"}

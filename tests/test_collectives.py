@@ -23,3 +23,13 @@ def test_collectives_torch_small_chunks(np_):
     assert len(out) == np_
     for res in out:
         assert res["nfail"] == 0, res["failures"]
+
+
+@needs_mpi
+def test_collectives_ring_only_for_small_counts():
+    """RINGREDUCE_SMALL_BYTES=0: small counts take the ring too (counts below N included)."""
+    out = results(run_mpi(3, WORKERS / "collectives.py", "numpy", timeout=600,
+                          env={"RINGREDUCE_SMALL_BYTES": "0"}).stdout)
+    assert len(out) == 3
+    for res in out:
+        assert res["nfail"] == 0, res["failures"]

@@ -1,5 +1,6 @@
 #include "comm/communicator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -98,6 +99,12 @@ Engine& Communicator::engineFor(const Call& call) {
                               "CUDA, or init() found no GPU)");
 }
 
+std::string Communicator::allreducePath(int device, int64_t count, DType dtype, ReduceOp op) {
+  Call c;
+  c.device = device;
+  return engineFor(c).allreducePath(count, dtype, op);
+}
+
 std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   auto work = std::make_shared<Work>();
   std::unique_lock<std::mutex> lk(mu_);
@@ -162,6 +169,7 @@ void Communicator::execute(const Call& call, Work& work) {
     }
     auto completion = runRing(engine, call);
     work.setDeadline(deadline);
+    if (completion) watch(completion, deadline, describe(call, seq));
     work.markDone(std::move(completion));
   } catch (Error& e) {
     e.addContext(describe(call, seq));
@@ -187,9 +195,16 @@ std::shared_ptr<Completion> Communicator::runRing(Engine& engine, const Call& ca
   ro.depth = opt_.depth;
   Ring ring(engine.transport(), engine.reducer(), ro);
   engine.begin(call.stream);
+  if (call.coll == Coll::kAllreduce && call.chunkBytes <= 0 &&
+      engine.fastAllreduce(call.in, call.out, call.count, call.dtype, call.op))
+    return engine.end();
   switch (call.coll) {
     case Coll::kAllreduce:
-      ring.allreduce(call.in, call.out, call.count, call.dtype, call.op);
+      if (call.chunkBytes <= 0 &&
+          call.count * static_cast<int64_t>(dtypeSize(call.dtype)) <= opt_.smallBytes)
+        ring.allreduceSmall(call.in, call.out, call.count, call.dtype, call.op);
+      else
+        ring.allreduce(call.in, call.out, call.count, call.dtype, call.op);
       break;
     case Coll::kReduceScatter:
       ring.reduceScatter(call.in, call.out, call.count, call.dtype, call.op);
@@ -280,7 +295,50 @@ std::exception_ptr Communicator::preflight(const Call& call, uint64_t seq, Engin
   return nullptr;
 }
 
+void Communicator::watch(std::shared_ptr<Completion> c, Clock::time_point deadline,
+                         std::string what) {
+  std::lock_guard<std::mutex> lk(watchMu_);
+  if (!watchdog_.joinable() && !watchStop_) watchdog_ = std::thread([this] { watchdogLoop(); });
+  // Finished entries are dropped here too, so the list stays short.
+  watched_.erase(std::remove_if(watched_.begin(), watched_.end(),
+                                [](const Watched& w) { return w.completion->query(); }),
+                 watched_.end());
+  watched_.push_back(Watched{std::move(c), deadline, std::move(what)});
+}
+
+void Communicator::watchdogLoop() {
+  std::unique_lock<std::mutex> lk(watchMu_);
+  while (!watchStop_) {
+    watchCv_.wait_for(lk, std::chrono::milliseconds(20));
+    for (size_t i = 0; i < watched_.size();) {
+      try {
+        if (watched_[i].completion->poll(watched_[i].deadline)) {
+          watched_.erase(watched_.begin() + i);
+          continue;
+        }
+        ++i;
+      } catch (Error& e) {
+        e.addContext(watched_[i].what + " (watchdog)");
+        int kind = dynamic_cast<TimeoutError*>(&e) ? 1 : 0;
+        std::string msg = e.what();
+        watched_.clear();
+        lk.unlock();
+        poison(std::current_exception(), kind, msg);
+        lk.lock();
+      } catch (...) {
+        watched_.erase(watched_.begin() + i);
+      }
+    }
+  }
+}
+
 void Communicator::finalize() noexcept {
+  {
+    std::lock_guard<std::mutex> lk(watchMu_);
+    watchStop_ = true;
+  }
+  watchCv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
   std::thread worker;
   {
     std::unique_lock<std::mutex> lk(mu_);

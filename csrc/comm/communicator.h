@@ -43,6 +43,9 @@ struct Options {
   int64_t chunkBytes = 1 << 20;        // host engines
   int64_t deviceChunkBytes = 0;        // device engines; 0: the engine's preferred size
   int depth = 2;
+  // All-reduces of at most this many bytes take the latency variant
+  // (Ring::allreduceSmall); 0 turns it off.
+  int64_t smallBytes = 32 << 10;
   bool check = false;     // agree on a fingerprint before moving data
   bool nanCheck = false;  // refuse NaN/Inf input
 };
@@ -68,6 +71,10 @@ class Communicator {
   std::vector<std::string> engineNames() const;
   uint64_t sequence() const { return seq_; }
 
+  // The path an all-reduce of this shape takes on that device's engine
+  // ("ring", "ipc-one_shot", ...). The engine must exist.
+  std::string allreducePath(int device, int64_t count, DType dtype, ReduceOp op);
+
   // Runs the call now on the calling thread (async = false, once earlier
   // asynchronous work has drained) or queues it for the worker thread.
   std::shared_ptr<Work> submit(Call call, bool async);
@@ -92,6 +99,10 @@ class Communicator {
   std::exception_ptr poisonError() const;
   void poison(const std::exception_ptr& e, int kind, const std::string& msg);
   void workerLoop();
+  // Device work only gets enqueued; the watchdog thread enforces its
+  // deadline, aborting the engines (ncclCommAbort frees stuck kernels).
+  void watch(std::shared_ptr<Completion> c, Clock::time_point deadline, std::string what);
+  void watchdogLoop();
   std::string describe(const Call& call, uint64_t seq) const;
 
   int rank_, size_;
@@ -106,6 +117,17 @@ class Communicator {
   bool stop_ = false;
   bool finalized_ = false;
   std::thread worker_;
+
+  struct Watched {
+    std::shared_ptr<Completion> completion;
+    Clock::time_point deadline;
+    std::string what;
+  };
+  std::mutex watchMu_;
+  std::condition_variable watchCv_;
+  std::vector<Watched> watched_;
+  bool watchStop_ = false;
+  std::thread watchdog_;
 
   int poisonKind_ = -1;  // -1 none, 0 error, 1 timeout, 2 mismatch
   std::string poisonMsg_;

@@ -1,5 +1,7 @@
 #include "comm/cuda_engine.h"
 
+#include <cstdlib>
+
 #include <cstring>
 #include <thread>
 
@@ -40,33 +42,37 @@ class StreamCompletion : public Completion {
   }
 
   void synchronize(Clock::time_point deadline) override {
-    DeviceGuard g(device_);
-    for (uint64_t spins = 0;; ++spins) {
-      cudaError_t q = cudaEventQuery(event_);
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) RR_CUDA_CHECK(q);
-      // A peer that died or a failed transfer shows up here, not in the
-      // event: NCCL kernels would wait for it forever.
-      if (nccl_) {
-        ncclResult_t err = nccl_->asyncError();
-        if (err != ncclSuccess && err != ncclInProgress) {
-          nccl_->abort();
-          RR_THROW(Error, who() + ": NCCL reported an asynchronous error (" +
-                              ncclGetErrorString(err) + "); the NCCL communicator was aborted");
-        }
-      }
-      if (Clock::now() > deadline) {
-        if (nccl_) {
-          nccl_->abort();
-          RR_THROW(TimeoutError, who() + ": device work not finished by the deadline; the "
-                                         "NCCL communicator was aborted");
-        }
-        RR_THROW(TimeoutError, who() + ": device work not finished by the deadline");
-      }
+    for (uint64_t spins = 0; !poll(deadline); ++spins) {
       // Spin briefly for short collectives, then stop burning a core.
       if (spins < 1000) std::this_thread::yield();
       else std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
+  }
+
+  bool poll(Clock::time_point deadline) override {
+    DeviceGuard g(device_);
+    cudaError_t q = cudaEventQuery(event_);
+    if (q == cudaSuccess) return true;
+    if (q != cudaErrorNotReady) RR_CUDA_CHECK(q);
+    // A peer that died or a failed transfer shows up here, not in the
+    // event: NCCL kernels would wait for it forever.
+    if (nccl_) {
+      ncclResult_t err = nccl_->asyncError();
+      if (err != ncclSuccess && err != ncclInProgress) {
+        nccl_->abort();
+        RR_THROW(Error, who() + ": NCCL reported an asynchronous error (" +
+                            ncclGetErrorString(err) + "); the NCCL communicator was aborted");
+      }
+    }
+    if (Clock::now() > deadline) {
+      if (nccl_) {
+        nccl_->abort();
+        RR_THROW(TimeoutError, who() + ": device work not finished by the deadline; the "
+                                       "NCCL communicator was aborted");
+      }
+      RR_THROW(TimeoutError, who() + ": device work not finished by the deadline");
+    }
+    return false;
   }
 
  private:
@@ -180,6 +186,52 @@ NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id)
   comm_ = std::make_shared<NcclComm>(comm, device_, rank);
   transport_ = std::make_unique<NcclTransport>(comm_, size, reduce_, side_);
   reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
+  size_ = size;
+  // The IPC path is set up collectively here, where every rank is anyway.
+  // It disables itself on every rank together when peers cannot map each
+  // other's memory (no P2P, several hosts); then the ring serves all sizes.
+  const char* algo = std::getenv("RINGREDUCE_ALGO");
+  std::string a = algo ? algo : "auto";
+  if (a != "auto" && a != "ring" && a != "ipc")
+    RR_THROW(ArgumentError, "RINGREDUCE_ALGO must be auto, ring or ipc, got '" + a + "'");
+  if (a != "ring" && size > 1)
+    ipc_ = std::make_unique<IpcAllreduce>(
+        rank, size, device_, kIpcBufferBytes,
+        [this](const void* mine, size_t bytes, void* all) { exchangeBytes(mine, bytes, all); });
+}
+
+void NcclEngine::exchangeBytes(const void* mine, size_t bytes, void* all) {
+  DeviceGuard g(device_);
+  char* d = nullptr;
+  RR_CUDA_CHECK(cudaMalloc(&d, bytes * (size_ + 1)));
+  try {
+    RR_CUDA_CHECK(cudaMemcpy(d + bytes * size_, mine, bytes, cudaMemcpyHostToDevice));
+    RR_NCCL_CHECK(ncclAllGather(d + bytes * size_, d, bytes, ncclUint8, comm_->get(), reduce_));
+    RR_CUDA_CHECK(cudaStreamSynchronize(reduce_));
+    RR_CUDA_CHECK(cudaMemcpy(all, d, bytes * size_, cudaMemcpyDeviceToHost));
+  } catch (...) {
+    cudaFree(d);
+    throw;
+  }
+  RR_CUDA_CHECK(cudaFree(d));
+}
+
+void NcclEngine::abort() noexcept {
+  if (ipc_) ipc_->abort();
+  comm_->abort();
+}
+
+bool NcclEngine::fastAllreduce(const void* in, void* out, int64_t count, DType dtype,
+                               ReduceOp op) {
+  if (!ipc_ || !ipc_->enabled() || !ipc_->supports(count, dtype, op)) return false;
+  DeviceGuard g(device_);
+  ipc_->run(in, out, count, dtype, op, reduce_);
+  return true;
+}
+
+std::string NcclEngine::allreducePath(int64_t count, DType dtype, ReduceOp op) {
+  if (!ipc_ || !ipc_->enabled() || !ipc_->supports(count, dtype, op)) return "ring";
+  return std::string("ipc-") + ipc_->algorithmFor(count, dtype);
 }
 
 void NcclEngine::nativeAllreduce(const void* in, void* out, int64_t count, DType dtype,

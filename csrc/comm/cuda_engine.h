@@ -21,6 +21,7 @@
 
 #include "comm/engine.h"
 #include "common/dtypes.h"
+#include "ipc/ipc_allreduce.h"
 #include "reduce/reduce_cuda.h"
 #include "transport/nccl_transport.h"
 
@@ -63,7 +64,12 @@ class NcclEngine : public CudaEngineBase {
   int64_t preferredChunkBytes() const override { return 64 << 20; }
   Transport& transport() override { return *transport_; }
   Reducer& reducer() override { return *reducer_; }
-  void abort() noexcept override { comm_->abort(); }
+  // Per-rank IPC buffer: holds the one-shot inputs and the two-shot rounds.
+  static constexpr size_t kIpcBufferBytes = size_t(128) << 20;
+
+  void abort() noexcept override;
+  bool fastAllreduce(const void* in, void* out, int64_t count, DType dtype, ReduceOp op) override;
+  std::string allreducePath(int64_t count, DType dtype, ReduceOp op) override;
 
   // The communicator, for callers that run NCCL's own collectives on it
   // (the benchmark baseline; later, a size-dependent fast path).
@@ -77,9 +83,15 @@ class NcclEngine : public CudaEngineBase {
   std::shared_ptr<NcclComm> ncclHandle() const override { return comm_; }
 
  private:
+  // All-gather of a few host bytes over NCCL, for setting up the IPC path.
+  void exchangeBytes(const void* mine, size_t bytes, void* all);
+
   std::shared_ptr<NcclComm> comm_;
   std::unique_ptr<NcclTransport> transport_;
   std::unique_ptr<CudaReducer> reducer_;
+  // Single-host fast path (CUDA IPC over NVLink); null when RINGREDUCE_ALGO=ring.
+  std::unique_ptr<IpcAllreduce> ipc_;
+  int size_ = 1;
 };
 
 #ifdef RR_HAVE_MPI

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "common/dtypes.h"
+#include "common/errors.h"
 #include "reduce/reducer.h"
 #include "transport/transport.h"
 
@@ -20,6 +22,13 @@ class Completion {
   virtual bool query() = 0;                         // finished?
   virtual void streamWait(uintptr_t stream) = 0;    // make `stream` wait for it, host not blocked
   virtual void synchronize(Clock::time_point deadline) = 0;  // block the host, or TimeoutError
+  // One non-blocking look: true when finished; throws (after aborting what
+  // it must) on an asynchronous error or once `deadline` has passed.
+  virtual bool poll(Clock::time_point deadline) {
+    if (query()) return true;
+    if (Clock::now() > deadline) throw TimeoutError("device work not finished by the deadline");
+    return false;
+  }
 };
 
 class Engine {
@@ -37,6 +46,17 @@ class Engine {
   // After the ring was issued. Null when the work is already complete.
   virtual std::shared_ptr<Completion> end() { return nullptr; }
   virtual void abort() noexcept { transport().abort(); }
+  // A whole all-reduce by a path other than the ring (single-host device
+  // engines: CUDA IPC kernels). Called after begin(); returns false when the
+  // ring should run instead. Every rank must decide the same way.
+  virtual bool fastAllreduce(const void* /*in*/, void* /*out*/, int64_t /*count*/,
+                             DType /*dtype*/, ReduceOp /*op*/) {
+    return false;
+  }
+  // Which path fastAllreduce() would take, for logs and tests ("ring" if none).
+  virtual std::string allreducePath(int64_t /*count*/, DType /*dtype*/, ReduceOp /*op*/) {
+    return "ring";
+  }
 };
 
 }  // namespace rr

@@ -170,6 +170,27 @@ void Ring::allreduce(const void* in, void* out, int64_t count, DType dtype, Redu
       });
 }
 
+void Ring::allreduceSmall(const void* in, void* out, int64_t count, DType dtype, ReduceOp op) {
+  const int n = t_.size();
+  const int64_t bytes = count * static_cast<int64_t>(dtypeSize(dtype));
+  progress_ = RingProgress();
+  if (count == 0) return;
+  if (n == 1) {
+    if (in != out) red_.copy(out, in, bytes);
+    red_.finalize(out, count, dtype, op, 1);
+    return;
+  }
+  const int64_t block = ceilDiv(bytes, 256) * 256;  // aligned blocks for vector loads
+  char* all = static_cast<char*>(red_.scratch(n * block));
+  std::vector<int64_t> sizes(n, block);
+  // Gather whole (padded) inputs, then fold them in the same order everywhere.
+  red_.copy(all + t_.rank() * block, in, bytes);
+  allgather(all + t_.rank() * block, all, sizes);
+  red_.copy(out, all, bytes);
+  for (int k = 1; k < n; ++k) red_.reduce(out, out, all + k * block, count, dtype, op);
+  red_.finalize(out, count, dtype, op, n);
+}
+
 void Ring::reduceScatter(const void* in, void* out, int64_t count, DType dtype, ReduceOp op) {
   const int n = t_.size();
   const size_t es = dtypeSize(dtype);

@@ -34,6 +34,10 @@ class Ring {
 
   // out = reduce over ranks of in (count elements). in == out is in place.
   void allreduce(const void* in, void* out, int64_t count, DType dtype, ReduceOp op);
+  // The latency variant for small messages: N-1 steps instead of 2(N-1).
+  // Every rank gathers every input and folds them in rank order 0..N-1, so
+  // all ranks still end with the same bits. Moves N-1 whole messages per rank.
+  void allreduceSmall(const void* in, void* out, int64_t count, DType dtype, ReduceOp op);
   // out (segment r of count, as RingSchedule cuts it) = segment r of the reduction.
   void reduceScatter(const void* in, void* out, int64_t count, DType dtype, ReduceOp op);
   // out = concatenation in rank order of every rank's block; blockBytes[r] is

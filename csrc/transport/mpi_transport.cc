@@ -148,8 +148,10 @@ void MpiTransport::finish() {
   if (pending_.empty()) RR_THROW(Error, "finish() without a started exchange");
   Exchange& x = pending_.front();
   for (uint64_t spins = 0; !test(x); ++spins) {
-    // MPI progresses only inside calls, so spin; yield now and then so an
-    // oversubscribed peer on the same core can run.
+    // MPI progresses only inside calls, so spin. Past a short spin, yield on
+    // every turn: with more ranks than cores the peer we wait for may need
+    // this very core (it costs nothing when the core has nothing else to run).
+    if (spins > 32) std::this_thread::yield();
     if ((spins & 63) == 63) {
       if (Clock::now() > deadline_) {
         // Find out which side is stuck, without completing anything.
@@ -168,7 +170,6 @@ void MpiTransport::finish() {
           who += ", and rank " + std::to_string(right_) + " never took ours";
         RR_THROW(TimeoutError, "timed out: " + who);
       }
-      std::this_thread::yield();
     }
   }
   pending_.pop_front();

@@ -30,16 +30,40 @@ def attempt(fn):
         return type(e).__name__, str(e), time.monotonic() - t0
 
 
+if mode.endswith("_cuda"):
+    import torch
+
+    torch.cuda.set_device(int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")) % torch.cuda.device_count())
+
 check = mode in ("mismatch_checked", "nan_checked", "mismatch_op_checked")
 rr.init(timeout=timeout, check=check, nan_check=mode == "nan_checked")
 r, n = rr.rank(), rr.size()
 x = np.ones(1 << 20, np.float32)
+if mode.endswith("_cuda"):
+    x = torch.ones(1 << 20, device="cuda")
 rr.allreduce(x)  # everyone healthy first
+if mode.endswith("_cuda"):
+    torch.cuda.synchronize()
 
 if mode in ("kill", "stop"):
     if r == victim:
         os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
     err, msg, secs = attempt(lambda: rr.allreduce(x))
+    err2, msg2, _ = attempt(lambda: rr.allreduce(x))
+    report(error=err, message=msg, seconds=secs, later_error=err2, later_message=msg2)
+elif mode in ("kill_cuda", "stop_cuda"):
+    if r == victim:
+        os.kill(os.getpid(), signal.SIGKILL if mode == "kill_cuda" else signal.SIGSTOP)
+
+    def collective_then_sync():
+        # The call only enqueues; the stream then waits on a peer that never
+        # comes. The watchdog aborts NCCL at the deadline, which frees the
+        # stream, and the communicator raises from then on.
+        rr.allreduce(x)
+        torch.cuda.synchronize()
+        rr.allreduce(x)
+
+    err, msg, secs = attempt(collective_then_sync)
     err2, msg2, _ = attempt(lambda: rr.allreduce(x))
     report(error=err, message=msg, seconds=secs, later_error=err2, later_message=msg2)
 elif mode in ("mismatch_checked", "mismatch_unchecked"):

@@ -30,15 +30,15 @@ pytestmark = [
 ]
 
 
-def launch(suite: str, backend: str, lib: str, timeout: int) -> list:
-    env = dict(os.environ)
+def launch(suite: str, backend: str, lib: str, timeout: int, algo: str = "auto") -> list:
+    env = dict(os.environ, RINGREDUCE_ALGO=algo)
     env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1",
                NVSHMEM_DISABLE_NVLS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
            "-np", str(NRANKS)]
     for var in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS",
-                "PYTHONPATH", "RINGREDUCE_MPI_DEVICE_PATH"):
+                "PYTHONPATH", "RINGREDUCE_MPI_DEVICE_PATH", "RINGREDUCE_ALGO"):
         if var in env:
             cmd += ["-x", var]
     cmd += [sys.executable, str(HERE / "worker.py"), suite, backend, lib]
@@ -69,19 +69,23 @@ def check(reports: list, at_least: int) -> None:
 MATRIX_CASES = 5 * 8 * 5 * 2
 
 
-@pytest.mark.parametrize("backend", ["nccl", "mpi"])
+@pytest.mark.parametrize("backend,algo", [("nccl", "auto"), ("nccl", "ring"), ("mpi", "auto")])
 @pytest.mark.parametrize("lib", ["torch", "cupy"])
-def test_allreduce_matrix(backend, lib):
-    reports = launch("matrix", backend, lib, timeout=540)
+def test_allreduce_matrix(backend, algo, lib):
+    """NCCL engine with the IPC fast path (auto) and forced onto the ring."""
+    reports = launch("matrix", backend, lib, timeout=540, algo=algo)
     # CuPy has no bfloat16: its matrix has one dtype fewer.
     check(reports, MATRIX_CASES if lib == "torch" else MATRIX_CASES * 7 // 8)
     engine = {"nccl": "nccl", "mpi": "mpi-"}[backend]
     assert any(e.startswith(engine) for e in reports[0]["engines"]), reports[0]["engines"]
+    if backend == "nccl":  # the IPC path really ran under auto, and was really off under ring
+        assert reports[0]["path"].startswith("ipc") == (algo == "auto"), reports[0]["path"]
 
 
-@pytest.mark.parametrize("backend", ["default", "nccl", "mpi"])
-def test_stream_ordering(backend):
-    reports = launch("ordering", backend, "torch", timeout=300)
+@pytest.mark.parametrize("backend,algo", [("default", "auto"), ("nccl", "auto"), ("nccl", "ring"),
+                                          ("mpi", "auto")])
+def test_stream_ordering(backend, algo):
+    reports = launch("ordering", backend, "torch", timeout=300, algo=algo)
     check(reports, 7 if backend == "mpi" else 8)
 
 

@@ -258,6 +258,8 @@ def main() -> None:
             run = {"matrix": run_matrix, "ordering": run_ordering, "large": run_large}[suite]
             report["checked"] = run(comm, lib, report["failures"])
             report["engines"] = comm.engines
+            if comm._device_engine_for is not None:  # which path float32 sums take
+                report["path"] = comm._impl.allreduce_path(comm._device_engine_for, 1000003, 2, 0)
         rr.finalize()
     except Exception:  # noqa: BLE001 - reported to the test, which fails
         report["failures"].append(traceback.format_exc())

@@ -1,0 +1,183 @@
+"""Command-line parsing for ringreduce-bench, in the style of nccl-tests."""
+from __future__ import annotations
+
+import argparse
+import re
+from typing import List, Optional, Sequence
+
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int32", "int64")
+OPS = ("sum", "prod", "min", "max", "avg")
+HOST_BACKENDS = ("ringreduce", "mpi", "gloo")
+DEVICE_BACKENDS = ("ringreduce-nccl", "ringreduce-mpi", "nccl", "torch-nccl")
+ALL_BACKENDS = ("ringreduce", "ringreduce-nccl", "ringreduce-mpi", "nccl", "mpi", "mpi-naive",
+                "gloo", "torch-nccl")
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'8', '1K', '16M', '1G', '4KiB' -> bytes (binary units: 1K = 1024 bytes)."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"bad size {text!r}: use a whole number of bytes with an optional "
+                         f"binary unit K, M, G or T (e.g. 8, 1K, 16M, 1G)")
+    unit = m.group(2).upper()
+    if m.group(3) and m.group(3).upper() == "B" and not unit:
+        unit = "B"
+    return int(m.group(1)) * _UNITS[unit]
+
+
+def format_size(nbytes: int) -> str:
+    """Bytes -> the shortest exact binary form, e.g. 1048576 -> '1M'."""
+    for unit in ("T", "G", "M", "K"):
+        if nbytes >= _UNITS[unit] and nbytes % _UNITS[unit] == 0:
+            return f"{nbytes // _UNITS[unit]}{unit}"
+    return str(nbytes)
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _size_list_arg(text: str) -> List[int]:
+    out = [_size_arg(t) for t in text.split(",") if t.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"empty size list {text!r}")
+    return list(dict.fromkeys(out))
+
+
+def _list_arg(allowed: Sequence[str], what: str):
+    def parse(text: str) -> List[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {what} list {text!r}")
+        for t in items:
+            if t not in allowed:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {what} {t!r}; choose from {', '.join(allowed)}")
+        return list(dict.fromkeys(items))
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _factor(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"step factor must be a number, got {text!r}") from None
+    if v <= 1:
+        raise argparse.ArgumentTypeError(f"step factor must be > 1, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ringreduce-bench",
+        description="All-reduce bandwidth benchmark: ringreduce and baselines side by side, "
+                    "in the nccl-tests format. Launch under mpirun or torchrun.")
+    p.add_argument("-b", "--minbytes", type=_size_arg, default=parse_size("8"),
+                   help="smallest message size in bytes (8, 1K, 1M, 1G; binary units)")
+    p.add_argument("-e", "--maxbytes", type=_size_arg, default=parse_size("32M"),
+                   help="largest message size in bytes")
+    p.add_argument("-f", "--stepfactor", type=_factor, default=2.0,
+                   help="multiply the size by this factor from one size to the next")
+    p.add_argument("-d", "--datatype", type=_list_arg(DTYPES, "dtype"), default=["float32"],
+                   help=f"dtype or comma list ({', '.join(DTYPES)})")
+    p.add_argument("-o", "--op", type=_list_arg(OPS, "op"), default=["sum"],
+                   help=f"reduction op or comma list ({', '.join(OPS)})")
+    p.add_argument("-w", "--warmup_iters", type=_nonneg_int, default=5,
+                   help="warm-up iterations per size, backend and mode")
+    p.add_argument("-n", "--iters", type=_positive_int, default=20,
+                   help="timed iterations per size, backend and mode (the most, with --budget)")
+    p.add_argument("-c", "--check", type=int, choices=(0, 1), default=1,
+                   help="check results outside the timed loop (1) or not (0)")
+    p.add_argument("--budget", type=float, default=0.0, metavar="SECONDS",
+                   help="aim for about this many seconds of timed iterations per size, backend "
+                        "and mode: iterations = clamp(budget / first warm-up time, "
+                        "--min-iters, -n). 0 (default): always -n")
+    p.add_argument("--min-iters", type=_positive_int, default=3,
+                   help="fewest timed iterations under --budget")
+    p.add_argument("--backends", type=_list_arg(ALL_BACKENDS, "backend"), default=None,
+                   help="comma list of " + ", ".join(ALL_BACKENDS) + ". Default: "
+                        + ",".join(HOST_BACKENDS) + " on cpu; "
+                        + ",".join(DEVICE_BACKENDS) + " on cuda")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where the buffers live (default: cuda when torch sees a GPU and "
+                        "ringreduce was built with CUDA, else cpu)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--inplace-only", action="store_true", help="time in-place only")
+    mode.add_argument("--outofplace-only", action="store_true", help="time out-of-place only")
+    p.add_argument("--chunk-bytes", type=_size_list_arg, default=None,
+                   help="ringreduce pipelining chunk in bytes (default: the library's); a comma "
+                        "list (64K,1M,4M) times each ringreduce backend once per chunk size, "
+                        "interleaved, as backends named e.g. ringreduce@64K")
+    p.add_argument("--seed", type=int, default=1234, help="seed for the input data")
+    p.add_argument("--json", metavar="PATH", default=None, help="write results as JSON (rank 0)")
+    p.add_argument("--plot", metavar="PATH", default=None,
+                   help="write a PNG of busbw against size (rank 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    fit = p.add_argument_group("cost model (no launch needed)")
+    fit.add_argument("--fit", metavar="RESULTS.json", nargs="+", default=None,
+                     help="fit the ring cost model to one or more JSON results and predict "
+                          "large scales instead of benchmarking")
+    fit.add_argument("--backend", default=None,
+                     help="backend whose out-of-place rows --fit uses (default: ringreduce, "
+                          "else the first ringreduce* backend in the file)")
+    fit.add_argument("--fit-dtype", default=None, help="dtype whose rows --fit uses "
+                     "(default: the first in the file)")
+    fit.add_argument("--inter-host-gbps", type=float, default=25.0,
+                     help="bandwidth of the slower inter-host link for predictions, Gbit/s")
+    fit.add_argument("--inter-host-latency-us", type=float, default=None,
+                     help="per-step latency over the inter-host link, microseconds "
+                          "(default: the fitted alpha)")
+    fit.add_argument("--reduce-gbps", type=float, default=None,
+                     help="local reduction rate in GB/s of reduced data, to split beta from "
+                          "gamma (default: the rate the benchmark measured and stored)")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse and cross-check the arguments; errors exit with a message naming the value."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.fit is None and args.minbytes > args.maxbytes:
+        p.error(f"-b {args.minbytes} is larger than -e {args.maxbytes}")
+    if args.budget < 0:
+        p.error(f"--budget must be >= 0 seconds, got {args.budget}")
+    for c in args.chunk_bytes or []:
+        if c < 1:
+            p.error(f"--chunk-bytes must be >= 1 byte, got {c}")
+    return args
+
+
+def sizes(minbytes: int, maxbytes: int, factor: float) -> List[int]:
+    """The message sizes in bytes, from minbytes multiplying by factor up to maxbytes."""
+    out, s = [], minbytes
+    while s <= maxbytes:
+        out.append(int(s))
+        nxt = int(s * factor)
+        s = nxt if nxt > s else s + 1
+    return out
