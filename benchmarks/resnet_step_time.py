@@ -120,7 +120,9 @@ def main() -> None:
     device = torch.device("cuda", local_rank)
     torch.cuda.set_device(device)
     torch.backends.cudnn.benchmark = True
-    dist.init_process_group("nccl", device_id=device)
+    # No device_id: with it, torch asks every later group (ours too) for a
+    # per-device backend object, which a Python process group does not have.
+    dist.init_process_group("nccl")
     import ringreduce as rr
     import ringreduce.torch  # noqa: F401 - registers the "ringreduce" backend
 

@@ -102,7 +102,7 @@ bool allreduceHostInPlace(Communicator& c, py::handle obj, int op) {
   {
     py::gil_scoped_release release;
     work = c.submit(std::move(call), false);
-    work->wait(-1.0, 0);
+    work->wait(-1.0, -1);
   }
   return true;
 }
@@ -139,7 +139,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
 
   py::class_<Work, std::shared_ptr<Work>>(m, "Work")
-      .def("wait", &Work::wait, py::arg("timeout") = -1.0, py::arg("stream") = 0,
+      .def("wait", &Work::wait, py::arg("timeout") = -1.0, py::arg("stream") = -1,
            py::call_guard<py::gil_scoped_release>())
       .def("is_completed", &Work::isCompleted, py::call_guard<py::gil_scoped_release>());
 

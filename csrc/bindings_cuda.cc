@@ -88,7 +88,8 @@ void bindCuda(py::module_& m) {
                               std::to_string(device));
         ncclUniqueId id;
         std::memcpy(id.internal, uid.data(), sizeof id.internal);
-        comm.addEngine(std::make_unique<NcclEngine>(device, comm.rank(), comm.size(), id));
+        comm.addEngine(std::make_unique<NcclEngine>(device, comm.rank(), comm.size(), id,
+                                                     comm.options().timeoutSec));
       },
       py::arg("comm"), py::arg("device"), py::arg("unique_id"),
       py::call_guard<py::gil_scoped_release>(),

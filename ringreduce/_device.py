@@ -93,7 +93,7 @@ def _broadcast_id(impl: Any, rank: int) -> bytes:
         buf[:] = np.frombuffer(_C.nccl_unique_id(), dtype=np.uint8)
     ptr = buf.__array_interface__["data"][0]
     # Blocking: it also waits for queued asynchronous work on this communicator.
-    impl.submit(_BROADCAST, ptr, ptr, _ID_BYTES, _UINT8, 0, 0, [], -1, 0, 0, False).wait(-1.0, 0)
+    impl.submit(_BROADCAST, ptr, ptr, _ID_BYTES, _UINT8, 0, 0, [], -1, 0, 0, False).wait(-1.0, -1)
     return buf.tobytes()
 
 
@@ -148,19 +148,9 @@ def native_nccl_allreduce(comm, x: Any, out: Any = None, op: str = "sum") -> Any
     comm._check_open()
     comm._prepare(b)
     stream = _current_stream(b)
+    # Ordered on the caller's stream like ringreduce's own calls; stream 0 is
+    # the legacy default stream, a real stream, so the host never waits here.
     _C.nccl_native_allreduce(comm._impl, b.ptr, ob.ptr, b.count, b.code, opc, b.device, stream)
-    if stream == 0:
-        _synchronize(b)
     return ob.obj
 
 
-def _synchronize(b: Buffer) -> None:
-    # Mirrors Work.wait() with the default stream current: the host waits.
-    if b.kind == "torch":
-        import torch
-
-        torch.cuda.current_stream(b.device).synchronize()
-    elif b.kind == "cupy":
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()

@@ -73,10 +73,12 @@ class Work:
         return self._impl.is_completed()
 
     def _stream(self) -> int:
+        # -1: host work, nothing to order. For device work the caller's
+        # current stream (0 is the legacy default stream, a real stream).
         for b in self._keep:
             if isinstance(b, Buffer) and b.device >= 0:
                 return _current_stream(b)
-        return 0
+        return -1
 
 
 def _current_stream(b: Buffer) -> int:
@@ -173,7 +175,7 @@ class Communicator:
             return Work(impl, result, keep, self)
         # Blocking: the host part already ran; device work is ordered on the
         # caller's current stream.
-        impl.wait(-1.0, keep[0].stream if keep[0].device >= 0 else 0)
+        impl.wait(-1.0, keep[0].stream if keep[0].device >= 0 else -1)
         return result
 
     def _out(self, inp: Buffer, out: Any, count: int, what: str) -> Buffer:
@@ -272,7 +274,7 @@ class Communicator:
         """Return once every rank has called barrier()."""
         self._check_open()
         impl = self._impl.submit(_BARRIER, 0, 0, 0, 0, 0, 0, [], -1, 0, 0, False)
-        Work(impl, None, (), self).wait()
+        Work(impl, None, (), self).wait()  # host work
 
     def finalize(self) -> None:
         """Finish queued work and release the transports. Idempotent."""

@@ -109,7 +109,10 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   auto work = std::make_shared<Work>();
   std::unique_lock<std::mutex> lk(mu_);
   if (finalized_) RR_THROW(Error, "communicator is finalized; call ringreduce.init() again");
-  if (async) {
+  // Device work only gets enqueued on streams, which never blocks the host
+  // for long, so with nothing queued before it, it is enqueued right here:
+  // a DDP hook then pays no thread hand-off per bucket.
+  if (async && !(call.device >= 0 && queue_.empty() && !busy_)) {
     if (!worker_.joinable()) worker_ = std::thread([this] { workerLoop(); });
     queue_.push_back(Item{std::move(call), work});
     cv_.notify_all();
@@ -117,6 +120,7 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   }
   // A blocking call runs on the caller's thread, after earlier async work:
   // no hand-off to the worker, so small messages pay no thread wake-up.
+  // (Device work lands here too when async: see above.)
   cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
   busy_ = true;
   lk.unlock();

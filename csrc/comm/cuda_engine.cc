@@ -58,20 +58,16 @@ class StreamCompletion : public Completion {
     // event: NCCL kernels would wait for it forever.
     if (nccl_) {
       ncclResult_t err = nccl_->asyncError();
-      if (err != ncclSuccess && err != ncclInProgress) {
-        nccl_->abort();
+      if (err != ncclSuccess && err != ncclInProgress)
         RR_THROW(Error, who() + ": NCCL reported an asynchronous error (" +
-                            ncclGetErrorString(err) + "); the NCCL communicator was aborted");
-      }
+                            ncclGetErrorString(err) + "); the communicator is aborted");
     }
-    if (Clock::now() > deadline) {
-      if (nccl_) {
-        nccl_->abort();
-        RR_THROW(TimeoutError, who() + ": device work not finished by the deadline; the "
-                                       "NCCL communicator was aborted");
-      }
-      RR_THROW(TimeoutError, who() + ": device work not finished by the deadline");
-    }
+    // The communicator aborts its engines on this error, in an order that
+    // frees stuck kernels first (IPC kernels spin on peers; ncclCommAbort
+    // may wait for the device), so nothing is aborted from here.
+    if (Clock::now() > deadline)
+      RR_THROW(TimeoutError, who() + ": device work not finished by the deadline; the "
+                                     "communicator is aborted");
     return false;
   }
 
@@ -177,7 +173,7 @@ std::shared_ptr<Completion> CudaEngineBase::end() {
   return std::make_shared<StreamCompletion>(device_, rank_, done, ncclHandle());
 }
 
-NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id)
+NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec)
     : CudaEngineBase(device) {
   rank_ = rank;
   DeviceGuard g(device_);
@@ -197,7 +193,10 @@ NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id)
   if (a != "ring" && size > 1)
     ipc_ = std::make_unique<IpcAllreduce>(
         rank, size, device_, kIpcBufferBytes,
-        [this](const void* mine, size_t bytes, void* all) { exchangeBytes(mine, bytes, all); });
+        [this](const void* mine, size_t bytes, void* all) { exchangeBytes(mine, bytes, all); },
+        // Past the communicator's deadline, so the watchdog (which names the
+        // collective and poisons the communicator) acts first.
+        timeoutSec + 2.0);
 }
 
 void NcclEngine::exchangeBytes(const void* mine, size_t bytes, void* all) {

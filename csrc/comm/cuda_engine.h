@@ -58,7 +58,8 @@ class CudaEngineBase : public Engine {
 class NcclEngine : public CudaEngineBase {
  public:
   // Collective over all `size` ranks: every rank passes the same id.
-  NcclEngine(int device, int rank, int size, const ncclUniqueId& id);
+  // timeoutSec bounds how long an IPC kernel waits for a peer.
+  NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec);
   // Each grouped send/receive costs NCCL a fixed setup, so device chunks are
   // large: 64 MiB measured best on 2xH200 from 16 MiB to 1 GiB.
   int64_t preferredChunkBytes() const override { return 64 << 20; }

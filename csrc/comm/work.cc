@@ -4,7 +4,7 @@
 
 namespace rr {
 
-bool Work::wait(double timeoutSec, uintptr_t stream) {
+bool Work::wait(double timeoutSec, int64_t stream) {
   std::shared_ptr<Completion> completion;
   {
     std::unique_lock<std::mutex> lk(mu_);
@@ -19,7 +19,7 @@ bool Work::wait(double timeoutSec, uintptr_t stream) {
     completion = completion_;
   }
   if (completion) {
-    if (stream) completion->streamWait(stream);
+    if (stream >= 0) completion->streamWait(static_cast<uintptr_t>(stream));
     else completion->synchronize(deadline_);
   }
   return true;

@@ -13,10 +13,10 @@ namespace rr {
 class Work {
  public:
   // Blocks until the host part is done, then rethrows its error. For device
-  // work it then makes `stream` wait (host not blocked) when stream != 0, or
-  // synchronises the host when stream == 0. Returns false when `timeoutSec`
-  // (>= 0) passes first.
-  bool wait(double timeoutSec, uintptr_t stream);
+  // work it then makes `stream` wait (host not blocked) when stream >= 0 (0 is
+  // the legacy default stream), or synchronises the host when stream < 0.
+  // Returns false when `timeoutSec` (>= 0) passes first.
+  bool wait(double timeoutSec, int64_t stream);
   bool isCompleted();
 
   void markDone(std::shared_ptr<Completion> completion);

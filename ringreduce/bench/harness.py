@@ -241,25 +241,35 @@ class HostTimer:
 
 
 class CudaTimer:
-    """CUDA events on the current stream, read after one synchronize per batch."""
+    """CUDA events on the current stream, read after one synchronize per batch.
+
+    Iterations are enqueued back to back, as nccl-tests does: an event before
+    the first and one after every iteration, and iteration i takes the time
+    between events i-1 and i. While the GPU is the bottleneck, the host's
+    launch cost stays hidden behind the previous iteration; when the host is
+    (small messages), the per-call cost of the calling layer is what is timed.
+    """
 
     def __init__(self) -> None:
         import torch
 
         self.torch = torch
-        self.pairs: List[Tuple[Any, Any]] = []
+        self.events: List[Any] = []
 
     def time(self, fn: Callable[[], None]) -> None:
-        s = self.torch.cuda.Event(enable_timing=True)
-        e = self.torch.cuda.Event(enable_timing=True)
-        s.record()
+        if not self.events:
+            start = self.torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.events.append(start)
         fn()
-        e.record()
-        self.pairs.append((s, e))
+        end = self.torch.cuda.Event(enable_timing=True)
+        end.record()
+        self.events.append(end)
 
     def collect(self) -> List[float]:
         self.torch.cuda.synchronize()
-        return [s.elapsed_time(e) * 1e-3 for s, e in self.pairs]
+        ev = self.events
+        return [ev[i - 1].elapsed_time(ev[i]) * 1e-3 for i in range(1, len(ev))]
 
 
 def new_timer(device: str):

@@ -126,8 +126,15 @@ def reduce_average(comm: Communicator, buf: torch.Tensor,
     Divides by the number of ranks before the sum, so a half-precision wire
     format cannot overflow where the full-precision average would not."""
     n = comm.size
-    buf.div_(n)
-    if wire_dtype is None or wire_dtype == buf.dtype:
+    same = wire_dtype is None or wire_dtype == buf.dtype
+    if same and buf.dtype in (torch.float32, torch.float64):
+        # float32/float64: "avg" divides inside the reduction, one pass fewer
+        # over the bucket; their range leaves the sum no room to overflow
+        # where the average would not.
+        work = comm.allreduce(buf, "avg", async_op=True)
+        return future_when_done(buf.device, work.wait, lambda: buf)
+    buf.div_(n)  # half precision: divide first, so the sum cannot overflow
+    if same:
         work = comm.allreduce(buf, "sum", async_op=True)
         return future_when_done(buf.device, work.wait, lambda: buf)
     wire = buf.to(wire_dtype)

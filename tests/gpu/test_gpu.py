@@ -19,7 +19,8 @@ from ringreduce import _C
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-NRANKS = 2
+# Ranks per launch: RINGREDUCE_TEST_GPUS, default 2 (the 4-GPU run sets 4).
+NRANKS = int(os.environ.get("RINGREDUCE_TEST_GPUS", "2"))
 
 pytestmark = [
     pytest.mark.gpu,
