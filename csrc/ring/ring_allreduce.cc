@@ -180,10 +180,12 @@ void Ring::allreduceSmall(const void* in, void* out, int64_t count, DType dtype,
     red_.finalize(out, count, dtype, op, 1);
     return;
   }
-  const int64_t block = ceilDiv(bytes, 256) * 256;  // aligned blocks for vector loads
+  // Blocks are exactly the message, unpadded: ranks that disagree on the
+  // count then exchange different sizes, which the transport detects.
+  const int64_t block = bytes;
   char* all = static_cast<char*>(red_.scratch(n * block));
   std::vector<int64_t> sizes(n, block);
-  // Gather whole (padded) inputs, then fold them in the same order everywhere.
+  // Gather whole inputs, then fold them in the same order everywhere.
   red_.copy(all + t_.rank() * block, in, bytes);
   allgather(all + t_.rank() * block, all, sizes);
   red_.copy(out, all, bytes);

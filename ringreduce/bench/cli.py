@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "else the first ringreduce* backend in the file)")
     fit.add_argument("--fit-dtype", default=None, help="dtype whose rows --fit uses "
                      "(default: the first in the file)")
+    fit.add_argument("--predict-ranks", type=lambda t: [int(v) for v in t.split(",") if v.strip()],
+                     default=None, metavar="N,N,...",
+                     help="world sizes to predict (default 8,64,512,4096)")
     fit.add_argument("--inter-host-gbps", type=float, default=25.0,
                      help="bandwidth of the slower inter-host link for predictions, Gbit/s")
     fit.add_argument("--inter-host-latency-us", type=float, default=None,

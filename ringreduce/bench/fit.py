@@ -136,7 +136,8 @@ def _us(s: float) -> str:
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def report(fit: Fit, link_gbps: float, link_alpha: Optional[float]) -> str:
+def report(fit: Fit, link_gbps: float, link_alpha: Optional[float],
+           ranks: Sequence[int] = PREDICT_N) -> str:
     lines = [f"alpha = {fit.alpha * 1e6:.2f} us per ring step",
              f"delta = 2*beta + gamma = {fit.delta * 1e9:.4f} ns/B "
              f"(an effective {1 / fit.delta / 1e9 if fit.delta > 0 else float('inf'):.2f} GB/s "
@@ -159,7 +160,7 @@ def report(fit: Fit, link_gbps: float, link_alpha: Optional[float]) -> str:
                  f"{max(la, fit.alpha) * 1e6:.1f} us per step")
     lines.append("#{:>6} {:>6}   {:>12} {:>12}   {:>12} {:>12}".format(
         "N", "size", "time", "busbw GB/s", "inter time", "inter busbw"))
-    for n in PREDICT_N:
+    for n in ranks:
         for nb in PREDICT_BYTES:
             t1 = predict(fit, n, nb)
             t2 = predict(fit, n, nb, link_gbps, la)
@@ -195,7 +196,8 @@ def main(args: argparse.Namespace) -> int:
         print("# several world sizes: fitted jointly; beta and gamma still enter only as "
               "2*beta + gamma (both scale with (N-1)/N*bytes)")
     ia = args.inter_host_latency_us
-    print(report(fit, args.inter_host_gbps, None if ia is None else ia * 1e-6))
+    ranks = getattr(args, "predict_ranks", None) or PREDICT_N
+    print(report(fit, args.inter_host_gbps, None if ia is None else ia * 1e-6, ranks))
     return 0
 
 
