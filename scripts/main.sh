@@ -13,8 +13,8 @@ mkdir -p out
 NP=${NP:-4}
 MPIRUN=(mpirun --oversubscribe -np "$NP" --mca btl self,vader)
 
-echo; echo "== benchmark: $NP CPU ranks, 8 B to 64 MiB (results in out/)"
-timeout 900 "${MPIRUN[@]}" .venv/bin/ringreduce-bench --device cpu -b 8 -e 64M -f 4 -w 3 -n 20 \
+echo; echo "== benchmark: $NP CPU ranks, 8 B to 32 MiB, sizes 4x apart (results in out/)"
+timeout 900 "${MPIRUN[@]}" .venv/bin/ringreduce-bench --device cpu -b 8 -e 32M -f 4 -w 3 -n 20 \
   --backends ringreduce,mpi,gloo --json out/bench-cpu.json --plot out/bench-cpu.png
 
 GPUS=$(.venv/bin/python -c "import ringreduce._C as c; print(c.cuda_device_count() if c.has_cuda else 0)")
