@@ -63,24 +63,28 @@ def _list_arg(allowed: Sequence[str], what: str):
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
+def _int_at_least(lo: int):
+    """An argparse type: an integer >= lo, the bad value named otherwise."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
+        return v
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+_positive_int = _int_at_least(1)
+_nonneg_int = _int_at_least(0)
+
+
+def _rank_list(text: str) -> List[int]:
+    out = [_int_at_least(2)(t) for t in text.split(",") if t.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"empty rank list {text!r}")
+    return out
 
 
 def _factor(text: str) -> float:
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "else the first ringreduce* backend in the file)")
     fit.add_argument("--fit-dtype", default=None, help="dtype whose rows --fit uses "
                      "(default: the first in the file)")
-    fit.add_argument("--predict-ranks", type=lambda t: [int(v) for v in t.split(",") if v.strip()],
+    fit.add_argument("--predict-ranks", type=_rank_list,
                      default=None, metavar="N,N,...",
                      help="world sizes to predict (default 8,64,512,4096)")
     fit.add_argument("--inter-host-gbps", type=float, default=25.0,
