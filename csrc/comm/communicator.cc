@@ -11,12 +11,6 @@
 
 namespace rr {
 
-const char* collName(Coll c) {
-  static const char* names[] = {"allreduce", "reduce_scatter", "allgather", "broadcast",
-                                "barrier"};
-  return names[static_cast<int>(c)];
-}
-
 Communicator::Communicator(int rank, int size, std::unique_ptr<Engine> host, Options options)
     : rank_(rank), size_(size), opt_(options) {
   RR_CHECK_ARG(host != nullptr, "a communicator needs a host engine");

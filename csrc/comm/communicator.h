@@ -19,8 +19,6 @@
 
 namespace rr {
 
-enum class Coll : int { kAllreduce = 0, kReduceScatter, kAllgather, kBroadcast, kBarrier };
-const char* collName(Coll c);
 
 struct Call {
   Coll coll = Coll::kAllreduce;
