@@ -28,8 +28,15 @@ CORE_SOURCES = [
     "csrc/bindings.cc",
     "csrc/ring/schedule.cc",
     "csrc/ring/ring_allreduce.cc",
+    "csrc/algo/select.cc",
+    "csrc/algo/ring.cc",
+    "csrc/algo/host_algorithms.cc",
     "csrc/reduce/reduce_cpu.cc",
+    "csrc/transport/loopback_transport.cc",
     "csrc/comm/communicator.cc",
+    "csrc/comm/factory.cc",
+    "csrc/comm/preflight.cc",
+    "csrc/comm/validate.cc",
     "csrc/comm/work.cc",
 ]
 MPI_SOURCES = ["csrc/transport/mpi_transport.cc"]

@@ -1,14 +1,17 @@
 // pybind11 glue only: argument conversion, GIL release, exception mapping.
+#include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
-#include <cctype>
 #include <pybind11/stl.h>
 
+#include <cctype>
+#include <cmath>
+#include <thread>
+
 #include "comm/communicator.h"
-#include "comm/host_engine.h"
+#include "comm/factory.h"
 #include "common/errors.h"
 #include "reduce/reduce_cpu.h"
 #include "ring/schedule.h"
-#include "transport/self_transport.h"
 #ifdef RR_HAVE_MPI
 #include "transport/mpi_transport.h"
 #endif
@@ -22,46 +25,55 @@ using namespace rr;
 
 namespace {
 
+// The Python exception a wait hook caught (Ctrl-C), re-raised once the core
+// has unwound and aborted the communicator.
+thread_local PyObject* stashedType = nullptr;
+thread_local PyObject* stashedValue = nullptr;
+thread_local PyObject* stashedTrace = nullptr;
+std::thread::id mainThread;
+
 void raisePython(const char* cls, const char* what) {
   py::object errors = py::module_::import("ringreduce.errors");
   PyErr_SetString(errors.attr(cls).ptr(), what);
 }
 
-std::unique_ptr<Transport> makeHostTransport(const std::string& kind) {
-  if (kind == "self") return std::make_unique<SelfTransport>();
-#ifdef RR_HAVE_MPI
-  if (kind == "mpi") {
-    MpiTransport::initialize();
-    return std::make_unique<MpiTransport>();
-  }
-#endif
-  if (kind == "mpi")
-    throw ArgumentError(
-        "ringreduce was built without MPI (no mpicc found at build time); install MPI "
-        "(e.g. Debian's openmpi-bin libopenmpi-dev) and rebuild, or set MPICC");
-  throw ArgumentError("unknown host transport '" + kind + "'");
+// Runs while the core waits, with the GIL released: on the main thread it
+// lets Python's signal handlers run, and a raised exception ends the wait.
+void checkSignals() {
+  if (std::this_thread::get_id() != mainThread) return;
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() == 0) return;
+  PyErr_Fetch(&stashedType, &stashedValue, &stashedTrace);
+  throw Interrupted("interrupted by a signal while waiting");
 }
 
-// The buffer protocol, read in C++: much cheaper than NumPy's Python-level
-// attributes on the small-message path. Returns (ptr, count, dtype code or
-// -1, readonly, c_contiguous, format).
+Options withHooks(Options o) {
+  o.interruptCheck = checkSignals;
+  return o;
+}
+
 // The dtype code of a buffer-protocol view, or -1 when unsupported.
 int dtypeCodeOf(const Py_buffer& view) {
   std::string fmt = view.format ? view.format : "B";
   if (!fmt.empty() && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt = fmt.substr(1);
   if (fmt.size() != 1) return -1;
-  char f = fmt[0];
-  bool isInt = std::string("bhilqnBHILQN").find(f) != std::string::npos;
-  bool isSigned = isInt && std::islower(static_cast<unsigned char>(f));
+  const char f = fmt[0];
   if (f == 'e') return static_cast<int>(DType::kFloat16);
   if (f == 'f') return static_cast<int>(DType::kFloat32);
   if (f == 'd') return static_cast<int>(DType::kFloat64);
-  if (isInt && view.itemsize == 1) return static_cast<int>(isSigned ? DType::kInt8 : DType::kUInt8);
-  if (isInt && isSigned && view.itemsize == 4) return static_cast<int>(DType::kInt32);
-  if (isInt && isSigned && view.itemsize == 8) return static_cast<int>(DType::kInt64);
-  return -1;
+  if (f == '?') return static_cast<int>(DType::kBool);
+  if (std::string("bhilqnBHILQN").find(f) == std::string::npos) return -1;
+  const bool isSigned = std::islower(static_cast<unsigned char>(f));
+  switch (view.itemsize) {
+    case 1: return static_cast<int>(isSigned ? DType::kInt8 : DType::kUInt8);
+    case 2: return static_cast<int>(isSigned ? DType::kInt16 : DType::kUInt16);
+    case 4: return static_cast<int>(isSigned ? DType::kInt32 : DType::kUInt32);
+    case 8: return static_cast<int>(isSigned ? DType::kInt64 : DType::kUInt64);
+    default: return -1;
+  }
 }
 
+// (ptr, count, dtype code or -1, readonly, c_contiguous, format)
 py::tuple hostBuffer(py::handle obj) {
   Py_buffer view;
   if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_RECORDS_RO) != 0) {
@@ -82,20 +94,21 @@ py::tuple hostBuffer(py::handle obj) {
 // a writable, contiguous host array of a supported dtype: no Python layer in
 // between. Returns false (touching nothing) for anything else, and the
 // Python layer then takes the general path with its checks and messages.
-bool allreduceHostInPlace(Communicator& c, py::handle obj, int op) {
+bool allreduceHostInPlace(Communicator& c, py::handle obj, ReduceOp op) {
   Py_buffer view;
   if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_RECORDS) != 0) {  // writable only
     PyErr_Clear();
     return false;
   }
-  int code = dtypeCodeOf(view);
-  bool ok = code >= 0 && PyBuffer_IsContiguous(&view, 'C') && op >= 0 && op < kNumOps;
+  const int code = dtypeCodeOf(view);
+  const bool ok = code >= 0 && PyBuffer_IsContiguous(&view, 'C') &&
+                  opRefusal(static_cast<DType>(code), op).empty();
   Call call;
   call.coll = Coll::kAllreduce;
   call.in = call.out = view.buf;
   call.count = view.itemsize ? view.len / view.itemsize : 0;
   call.dtype = static_cast<DType>(code);
-  call.op = static_cast<ReduceOp>(op);
+  call.op = op;
   PyBuffer_Release(&view);  // the caller holds the array for the whole call
   if (!ok) return false;
   std::shared_ptr<Work> work;
@@ -107,18 +120,55 @@ bool allreduceHostInPlace(Communicator& c, py::handle obj, int op) {
   return true;
 }
 
+Call makeCall(Coll coll, uintptr_t in, uintptr_t out, int64_t count, DType dtype, ReduceOp op,
+              int root, int peer, std::vector<int64_t> counts, std::vector<int64_t> recvCounts,
+              int device, uintptr_t stream, int64_t chunkBytes, std::string algo) {
+  Call c;
+  c.coll = coll;
+  c.in = reinterpret_cast<const void*>(in);
+  c.out = reinterpret_cast<void*>(out);
+  c.count = count;
+  c.dtype = dtype;
+  c.op = op;
+  c.root = root;
+  c.peer = peer;
+  c.counts = std::move(counts);
+  c.recvCounts = std::move(recvCounts);
+  c.device = device;
+  c.stream = stream;
+  c.chunkBytes = chunkBytes;
+  c.algo = std::move(algo);
+  return c;
+}
+
+template <class E, int N, const char* (*Name)(E)>
+void bindEnum(py::module_& m, const char* pyName, const char* doc) {
+  py::enum_<E> e(m, pyName, doc);
+  for (int i = 0; i < N; ++i) e.value(Name(static_cast<E>(i)), static_cast<E>(i));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "ringreduce core: chunked ring collectives over MPI and NCCL";
+  m.doc() = "ringreduce core: ring all-reduce and other collectives over MPI, UCX and NCCL";
+  mainThread = std::this_thread::get_id();
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const Interrupted&) {
+      if (stashedType) {
+        PyErr_Restore(stashedType, stashedValue, stashedTrace);
+        stashedType = stashedValue = stashedTrace = nullptr;
+      } else {
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
+      }
     } catch (const TimeoutError& e) {
       raisePython("CollectiveTimeout", e.what());
     } catch (const MismatchError& e) {
       raisePython("CollectiveMismatch", e.what());
+    } catch (const TypeArgError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
     } catch (const ArgumentError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const Error& e) {
@@ -126,10 +176,14 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
+  bindEnum<DType, kNumDTypes, dtypeName>(m, "DType", "Element types (names as NumPy/torch spell them).");
+  bindEnum<ReduceOp, kNumOps, opName>(m, "ReduceOp", "Reduction operators.");
+  bindEnum<Coll, kNumColls, collName>(m, "Coll", "Collectives.");
+
 #ifdef RR_HAVE_MPI
   m.attr("has_mpi") = true;
   m.def("mpi_initialize", &MpiTransport::initialize, "Initialise MPI unless already done.");
-  m.def("mpi_finalize", &MpiTransport::finalize);
+  m.def("mpi_finalize", &MpiTransport::finalize, py::call_guard<py::gil_scoped_release>());
   m.def("mpi_cuda_aware", &MpiTransport::cudaAware, "True when MPI takes device pointers.");
 #else
   m.attr("has_mpi") = false;
@@ -138,122 +192,138 @@ PYBIND11_MODULE(_C, m) {
   m.def("mpi_cuda_aware", [] { return false; });
 #endif
 
+  py::class_<SelectPolicy>(m, "SelectPolicy")
+      .def(py::init<>())
+      .def_readwrite("forced", &SelectPolicy::forced)
+      .def_readwrite("small_bytes", &SelectPolicy::smallBytes)
+      .def_readwrite("medium_bytes", &SelectPolicy::mediumBytes)
+      .def_readwrite("one_shot_bytes", &SelectPolicy::oneShotBytes)
+      .def_readwrite("gpu_ring_bytes", &SelectPolicy::gpuRingBytes);
+
+  py::class_<Options>(m, "Options", "Communicator settings; ringreduce.settings fills them.")
+      .def(py::init<>())
+      .def_readwrite("timeout", &Options::timeoutSec)
+      .def_readwrite("chunk_bytes", &Options::chunkBytes)
+      .def_readwrite("device_chunk_bytes", &Options::deviceChunkBytes)
+      .def_readwrite("depth", &Options::depth)
+      .def_readwrite("check", &Options::check)
+      .def_readwrite("nan_check", &Options::nanCheck)
+      .def_readwrite("device_fingerprint", &Options::deviceFingerprint)
+      .def_readwrite("policy", &Options::policy);
+
+  py::class_<LoopbackWorld, std::shared_ptr<LoopbackWorld>>(
+      m, "LoopbackWorld", "N ranks in one process (one thread each), for tests.")
+      .def(py::init<int>(), py::arg("size"))
+      .def_property_readonly("size", &LoopbackWorld::size)
+      .def("sever", &LoopbackWorld::sever, py::arg("rank"),
+           "Messages to and from `rank` vanish from now on, as if it had died.");
+
   py::class_<Work, std::shared_ptr<Work>>(m, "Work")
       .def("wait", &Work::wait, py::arg("timeout") = -1.0, py::arg("stream") = -1,
            py::call_guard<py::gil_scoped_release>())
       .def("is_completed", &Work::isCompleted, py::call_guard<py::gil_scoped_release>());
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
-      .def(py::init([](int rank, int size, const std::string& host, double timeout,
-                       int64_t chunkBytes, int depth, bool check, bool nanCheck) {
-             Options o;
-             o.timeoutSec = timeout;
-             o.chunkBytes = chunkBytes;
-             o.depth = depth;
-             o.check = check;
-             o.nanCheck = nanCheck;
-             auto t = makeHostTransport(host);
-             if (host != "self" && (t->rank() != rank || t->size() != size))
-               throw ArgumentError("launcher says rank " + std::to_string(rank) + " of " +
-                                   std::to_string(size) + ", MPI says " +
-                                   std::to_string(t->rank()) + " of " + std::to_string(t->size()));
-             return std::make_shared<Communicator>(rank, size,
-                                                   std::make_unique<HostEngine>(std::move(t)), o);
-           }),
-           py::arg("rank"), py::arg("size"), py::arg("host"), py::arg("timeout"),
-           py::arg("chunk_bytes"), py::arg("depth"), py::arg("check"), py::arg("nan_check"))
+      .def_static("self_world", [](const Options& o) { return makeSelfCommunicator(withHooks(o)); },
+                  py::arg("options"))
+      .def_static(
+          "loopback",
+          [](std::shared_ptr<LoopbackWorld> w, int rank, const Options& o) {
+            return makeLoopbackCommunicator(std::move(w), rank, withHooks(o));
+          },
+          py::arg("world"), py::arg("rank"), py::arg("options"))
+      .def_static(
+          "device_only",
+          [](int rank, int size, const Options& o) {
+            return makeDeviceOnlyCommunicator(rank, size, withHooks(o));
+          },
+          py::arg("rank"), py::arg("size"), py::arg("options"))
+#ifdef RR_HAVE_MPI
+      .def_static("mpi", [](const Options& o) { return makeMpiCommunicator(withHooks(o)); },
+                  py::arg("options"), py::call_guard<py::gil_scoped_release>())
+#endif
       .def_property_readonly("rank", &Communicator::rank)
       .def_property_readonly("size", &Communicator::size)
       .def_property_readonly("engines", &Communicator::engineNames)
       .def_property_readonly("sequence", &Communicator::sequence)
       .def_property_readonly("finalized", &Communicator::finalized)
+      .def_property_readonly("has_host_transport", &Communicator::hasHostTransport)
       .def_property_readonly("poison_message", &Communicator::poisonMessage)
-      .def_property(
-          "timeout", [](Communicator& c) { return c.options().timeoutSec; },
-          [](Communicator& c, double v) { c.options().timeoutSec = v; })
-      .def_property(
-          "chunk_bytes", [](Communicator& c) { return c.options().chunkBytes; },
-          [](Communicator& c, int64_t v) {
-            if (v < 1) throw ArgumentError("chunk_bytes must be >= 1, got " + std::to_string(v));
-            c.options().chunkBytes = v;
-          })
-      .def_property(
-          "device_chunk_bytes", [](Communicator& c) { return c.options().deviceChunkBytes; },
-          [](Communicator& c, int64_t v) {
-            if (v < 0) throw ArgumentError("device_chunk_bytes must be >= 0, got " + std::to_string(v));
-            c.options().deviceChunkBytes = v;
-          })
-      .def_property(
-          "small_bytes", [](Communicator& c) { return c.options().smallBytes; },
-          [](Communicator& c, int64_t v) {
-            if (v < 0) throw ArgumentError("small_bytes must be >= 0, got " + std::to_string(v));
-            c.options().smallBytes = v;
-          })
-      .def_property(
-          "depth", [](Communicator& c) { return c.options().depth; },
-          [](Communicator& c, int v) {
-            if (v < 1) throw ArgumentError("depth must be >= 1, got " + std::to_string(v));
-            c.options().depth = v;
-          })
-      .def_property(
-          "check", [](Communicator& c) { return c.options().check; },
-          [](Communicator& c, bool v) { c.options().check = v; })
-      .def_property(
-          "nan_check", [](Communicator& c) { return c.options().nanCheck; },
-          [](Communicator& c, bool v) { c.options().nanCheck = v; })
+      .def_property_readonly("options", [](Communicator& c) { return c.options(); },
+                             "A copy of the settings in force.")
+      .def("set_timeout", [](Communicator& c, double v) { c.options().timeoutSec = v; })
+      .def("set_chunk_bytes", [](Communicator& c, int64_t v) { c.options().chunkBytes = v; })
+      .def("set_policy", [](Communicator& c, const SelectPolicy& p) { c.options().policy = p; })
       .def(
           "submit",
-          [](Communicator& c, int coll, uintptr_t in, uintptr_t out, int64_t count, int dtype,
-             int op, int root, std::vector<int64_t> blocks, int device, uintptr_t stream,
-             int64_t chunkBytes, bool async) {
-            Call call;
-            call.coll = static_cast<Coll>(coll);
-            call.in = reinterpret_cast<const void*>(in);
-            call.out = reinterpret_cast<void*>(out);
-            call.count = count;
-            call.dtype = static_cast<DType>(dtype);
-            call.op = static_cast<ReduceOp>(op);
-            call.root = root;
-            call.blockCounts = std::move(blocks);
-            call.device = device;
-            call.stream = stream;
-            call.chunkBytes = chunkBytes;
-            return c.submit(std::move(call), async);
+          [](Communicator& c, Coll coll, uintptr_t in, uintptr_t out, int64_t count, DType dtype,
+             ReduceOp op, int root, int peer, std::vector<int64_t> counts,
+             std::vector<int64_t> recvCounts, int device, uintptr_t stream, int64_t chunkBytes,
+             std::string algo, bool async) {
+            return c.submit(makeCall(coll, in, out, count, dtype, op, root, peer, std::move(counts),
+                                     std::move(recvCounts), device, stream, chunkBytes,
+                                     std::move(algo)),
+                            async);
           },
-          py::arg("coll"), py::arg("inp"), py::arg("out"), py::arg("count"), py::arg("dtype"),
-          py::arg("op"), py::arg("root"), py::arg("blocks"), py::arg("device"), py::arg("stream"),
-          py::arg("chunk_bytes"), py::arg("async_op"), py::call_guard<py::gil_scoped_release>())
+          py::arg("coll"), py::arg("inp") = 0, py::arg("out") = 0, py::arg("count") = 0,
+          py::arg("dtype") = DType::kUInt8, py::arg("op") = ReduceOp::kSum, py::arg("root") = 0,
+          py::arg("peer") = -1, py::arg("counts") = std::vector<int64_t>(),
+          py::arg("recv_counts") = std::vector<int64_t>(), py::arg("device") = -1,
+          py::arg("stream") = 0, py::arg("chunk_bytes") = 0, py::arg("algo") = "",
+          py::arg("async_op") = false, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "explain",
+          [](Communicator& c, Coll coll, int64_t count, DType dtype, ReduceOp op, int root,
+             std::vector<int64_t> counts, std::vector<int64_t> recvCounts, int device,
+             std::string algo) {
+            Choice ch = c.explain(makeCall(coll, 0, 0, count, dtype, op, root, -1, std::move(counts),
+                                           std::move(recvCounts), device, 0, 0, std::move(algo)));
+            return py::make_tuple(ch.algo ? ch.algo->name() : "direct", ch.why);
+          },
+          py::arg("coll"), py::arg("count") = 0, py::arg("dtype") = DType::kUInt8,
+          py::arg("op") = ReduceOp::kSum, py::arg("root") = 0,
+          py::arg("counts") = std::vector<int64_t>(), py::arg("recv_counts") = std::vector<int64_t>(),
+          py::arg("device") = -1, py::arg("algo") = "",
+          "(algorithm, why) for a call of this shape.")
+      .def("refuse", &Communicator::refuse, py::arg("coll"), py::arg("peer"), py::arg("why"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("allgather_bytes",
+           [](Communicator& c, const py::bytes& mine) {
+             std::string s = mine;
+             std::vector<std::string> all;
+             {
+               py::gil_scoped_release release;
+               all = c.allgatherBytes(s);
+             }
+             py::list out;
+             for (auto& x : all) out.append(py::bytes(x));
+             return out;
+           },
+           py::arg("mine"), "Blocking all-gather of a few bytes per rank (engine setup).")
       .def("allreduce_host_inplace", &allreduceHostInPlace, py::arg("x"), py::arg("op"),
            "Blocking in-place all-reduce of a host array; False if not applicable.")
-      .def(
-          "allreduce_path",
-          [](Communicator& c, int device, int64_t count, int dtype, int op) {
-            return c.allreducePath(device, count, static_cast<DType>(dtype), static_cast<ReduceOp>(op));
-          },
-          py::arg("device"), py::arg("count"), py::arg("dtype"), py::arg("op"))
+      .def("abort", &Communicator::abort, py::arg("why"), py::call_guard<py::gil_scoped_release>())
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
 
   m.def("host_buffer", &hostBuffer, "(ptr, count, dtype code or -1, readonly, c_contiguous, format)");
 
-  // Test hooks: the pure arithmetic, exposed so unit tests can check it.
-  m.def("schedule_chunks", [](int64_t count, int n, int64_t chunkElems) {
-    RingSchedule s(count, n, chunkElems);
-    std::vector<std::tuple<int, int64_t, int64_t, int64_t>> out;
-    for (int seg = 0; seg < n; ++seg)
-      for (int64_t c = 0; c < s.chunksPerSegment(); ++c) {
+  py::class_<RingSchedule>(m, "RingSchedule", "The ring's chunk arithmetic (elements).")
+      .def(py::init<int64_t, int, int64_t>(), py::arg("count"), py::arg("world_size"),
+           py::arg("chunk_elems"))
+      .def_property_readonly("chunks_per_segment", &RingSchedule::chunksPerSegment)
+      .def("segment", [](const RingSchedule& s, int seg) {
+        Span sp = s.segment(seg);
+        return py::make_tuple(sp.offset, sp.count);
+      })
+      .def("chunk", [](const RingSchedule& s, int seg, int64_t c) {
         Span sp = s.chunk(seg, c);
-        out.emplace_back(seg, c, sp.offset, sp.count);
-      }
-    return out;
-  });
-  m.def("schedule_steps", [](int n, int rank) {
-    RingSchedule s(n, n, 1);
-    std::vector<std::tuple<int, int, int, int>> out;  // rs send, rs recv, ag send, ag recv
-    for (int t = 0; t < n - 1; ++t)
-      out.emplace_back(s.rsSendSegment(rank, t), s.rsRecvSegment(rank, t),
-                       s.agSendSegment(rank, t), s.agRecvSegment(rank, t));
-    return out;
-  });
+        return py::make_tuple(sp.offset, sp.count);
+      })
+      .def("rs_send_segment", &RingSchedule::rsSendSegment)
+      .def("rs_recv_segment", &RingSchedule::rsRecvSegment)
+      .def("ag_send_segment", &RingSchedule::agSendSegment)
+      .def("ag_recv_segment", &RingSchedule::agRecvSegment);
+
   m.def("half_to_float", &halfToFloat);
   m.def("float_to_half", &floatToHalf);
   m.def("bf16_to_float", &bf16ToFloat);

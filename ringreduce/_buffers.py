@@ -14,13 +14,12 @@ import numpy as np
 
 from . import _C
 
-# Codes shared with csrc/common/dtypes.h.
-DTYPES = {
-    "float16": 0, "bfloat16": 1, "float32": 2, "float64": 3,
-    "int8": 4, "uint8": 5, "int32": 6, "int64": 7,
-}
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
-            "int8": 1, "uint8": 1, "int32": 4, "int64": 8}
+# The dtype list is the core's (csrc/common/dtypes.h), exported as _C.DType.
+DTYPES = dict(_C.DType.__members__)
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int8": 1, "uint8": 1,
+            "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8,
+            "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}
+assert set(ITEMSIZE) == set(DTYPES), "every core dtype has a size here"
 SUPPORTED = ", ".join(DTYPES)
 
 
@@ -41,7 +40,7 @@ class Buffer:
         return self.count * ITEMSIZE[self.dtype]
 
     @property
-    def code(self) -> int:
+    def code(self) -> "_C.DType":
         return DTYPES[self.dtype]
 
 
@@ -121,11 +120,11 @@ def _cai_device_and_stream(x: Any, ptr: int, cai: dict, kind: str):
     return device, 0 if stream in (1, 2) else stream
 
 
-_NAMES = {code: name for name, code in DTYPES.items()}
+_NAMES = {int(code): name for name, code in DTYPES.items()}
 
 
 def _from_numpy(a: np.ndarray, obj: Any) -> Buffer:
-    if a.dtype.kind in "cbOSUMm":
+    if a.dtype.kind in "cOSUMmV":
         raise TypeError(f"dtype {a.dtype} is not supported; supported dtypes: {SUPPORTED}")
     ptr, count, code, readonly, contiguous, _ = _C.host_buffer(a)
     if code >= 0:

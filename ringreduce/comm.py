@@ -1,84 +1,66 @@
-"""Communicator, Work, init() and the module-level collectives."""
+"""Communicator and Work: every collective, on NumPy arrays, torch tensors and CuPy arrays."""
 from __future__ import annotations
 
-import atexit
-import os
-from typing import Any, Optional, Sequence
+import collections
+import contextlib
+import time
+from typing import Any, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from . import _C
 from ._buffers import Buffer, as_buffer, counts_array, empty_like, to_list
+from ._checks import (check_inplace, check_out, check_root, check_sizes, mark_written,
+                      overlaps, segment_counts)
 from .errors import CollectiveTimeout, RingReduceError
-from .launch import LaunchInfo, detect
+from .launch import LaunchInfo
 
-OPS = {"sum": 0, "prod": 1, "min": 2, "max": 3, "avg": 4}
-_ALLREDUCE, _REDUCE_SCATTER, _ALLGATHER, _BROADCAST, _BARRIER = range(5)
-
-DEFAULT_TIMEOUT = 300.0           # seconds; RINGREDUCE_TIMEOUT overrides
-DEFAULT_CHUNK_BYTES = 1 << 20     # bytes; see docs/benchmarks.md for the measurement
-DEFAULT_DEPTH = 2                 # exchanges in flight
+_OPS = dict(_C.ReduceOp.__members__)
+_COLL = _C.Coll
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
-
-
-def _env_number(name: str, default, cast):
-    v = os.environ.get(name)
-    if v in (None, ""):
-        return default
-    try:
-        return cast(v)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={v!r} is not a number") from None
-
-
-def _op_code(op: str) -> int:
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
-    return OPS[op]
-
-
-def _overlaps(a: Buffer, b: Buffer) -> bool:
-    if a.device != b.device:
-        return False
-    return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
+def _op_code(op: str) -> "_C.ReduceOp":
+    code = _OPS.get(op) if isinstance(op, str) else None
+    if code is None:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(_OPS)}")
+    return code
 
 
 class Work:
-    """An asynchronous collective. wait() returns its result."""
+    """An asynchronous call. wait() returns its result."""
 
-    def __init__(self, impl: Any, result: Any, keep: tuple, comm: "Communicator") -> None:
+    __slots__ = ("_impl", "_result", "_comm", "_device_buf")
+
+    def __init__(self, impl: Any, result: Any, comm: "Communicator",
+                 device_buf: Optional[Buffer]) -> None:
         self._impl = impl
         self._result = result
-        self._keep = keep  # buffers must outlive the collective
         self._comm = comm
+        self._device_buf = device_buf  # orders the caller's stream after device work
 
     def wait(self, timeout: Optional[float] = None) -> Any:
-        """Wait for the collective and return its result.
+        """Wait for the call and return its result.
 
         For CUDA buffers the caller's current stream is made to wait; the host
         is not blocked. `timeout` is in seconds (None: the communicator's own
-        timeout bounds the wait). Raises CollectiveTimeout when it passes."""
-        stream = self._stream()
-        t = -1.0 if timeout is None else float(timeout)
-        if not self._impl.wait(t, stream):
-            raise CollectiveTimeout(f"rank {self._comm.rank}: work not completed within "
-                                    f"{timeout} s; it is still in flight")
-        self._keep = ()
+        timeout bounds the call). Raises CollectiveTimeout when it passes;
+        the call is then still in flight and its buffers stay in use."""
+        stream = -1 if self._device_buf is None else _current_stream(self._device_buf)
+        limit = None if timeout is None else time.monotonic() + float(timeout)
+        try:
+            # Short waits, so Python sees Ctrl-C between them.
+            while not self._impl.wait(0.05 if limit is None else
+                                      max(0.0, min(0.05, limit - time.monotonic())), stream):
+                if limit is not None and time.monotonic() >= limit:
+                    raise CollectiveTimeout(f"rank {self._comm.rank}: work not completed within "
+                                            f"{timeout} s; it is still in flight")
+        except KeyboardInterrupt:
+            self._comm._impl.abort(f"rank {self._comm.rank} was interrupted while waiting")
+            raise
         return self._result
 
     def is_completed(self) -> bool:
         return self._impl.is_completed()
-
-    def _stream(self) -> int:
-        # -1: host work, nothing to order. For device work the caller's
-        # current stream (0 is the legacy default stream, a real stream).
-        for b in self._keep:
-            if isinstance(b, Buffer) and b.device >= 0:
-                return _current_stream(b)
-        return -1
 
 
 def _current_stream(b: Buffer) -> int:
@@ -99,15 +81,25 @@ class Communicator:
 
     Buffers are NumPy arrays, torch tensors (CPU or CUDA) or CuPy arrays,
     used in place without copies. Sizes are in elements unless a name says
-    bytes."""
+    bytes. Every rank must make the same calls in the same order; a call one
+    rank refuses (bad arguments) uses up its place on that rank too."""
 
-    def __init__(self, impl: Any, backend: str, launch: LaunchInfo) -> None:
+    def __init__(self, impl: Any, backend: str, launch: LaunchInfo, devices: Any) -> None:
         self._impl = impl
         self._backend = backend
         self._launch = launch
-        self._device_engine_for: Optional[int] = None
+        self._devices = devices  # ringreduce._device.DeviceEngines
+        # Calls still in flight and the arrays they use: a dropped Work must
+        # not free memory the transfer still writes.
+        self._inflight: collections.deque = collections.deque()
 
-    # -- properties ---------------------------------------------------------
+    def __repr__(self) -> str:
+        state = ("finalized" if self._impl.finalized else
+                 "aborted" if self._impl.poison_message else "open")
+        return (f"<ringreduce.Communicator rank {self.rank} of {self.size}, backend "
+                f"{self._backend!r}, engines {self.engines}, timeout {self.timeout} s, {state}>")
+
+    # -- properties -------------------------------------------------------------
     @property
     def rank(self) -> int:
         return self._impl.rank
@@ -122,113 +114,128 @@ class Communicator:
 
     @property
     def backend(self) -> str:
-        """"mpi", "nccl", "auto" (MPI for host buffers, NCCL for CUDA buffers) or "self"."""
+        """"mpi", "ucx", "nccl", "auto" (host transport plus NCCL for CUDA buffers), "loopback" or "self"."""
         return self._backend
 
     @property
     def timeout(self) -> float:
-        """Seconds each collective may take before the communicator aborts."""
-        return self._impl.timeout
+        """Seconds each collective may take before the communicator aborts (inf: no limit)."""
+        return self._impl.options.timeout
 
     @timeout.setter
     def timeout(self, seconds: float) -> None:
-        if not seconds > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {seconds!r}")
-        self._impl.timeout = float(seconds)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ValueError(f"timeout must be > 0 seconds (math.inf for none), got {seconds!r}")
+        self._impl.set_timeout(float(seconds))
 
     @property
     def chunk_bytes(self) -> int:
-        """Bytes per pipelined chunk."""
-        return self._impl.chunk_bytes
+        """Bytes per pipelined chunk of the ring on host buffers."""
+        return self._impl.options.chunk_bytes
 
     @chunk_bytes.setter
     def chunk_bytes(self, value: int) -> None:
-        self._impl.chunk_bytes = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"chunk_bytes must be an integer >= 1, got {value!r}")
+        self._impl.set_chunk_bytes(value)
 
     @property
     def engines(self) -> list:
         return list(self._impl.engines)
 
-    # -- plumbing ------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._impl.finalized:
-            raise RingReduceError("this communicator was finalized; call ringreduce.init() again")
+    # -- plumbing ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def _refusing(self, coll: "_C.Coll", peer: int = -1) -> Iterator[None]:
+        """Bad arguments raise here; the call's place in the sequence is used
+        up and the peers are told, so none of them waits for this rank."""
+        try:
+            yield
+        except (TypeError, ValueError, RuntimeError) as e:
+            if not isinstance(e, RingReduceError):
+                self._impl.refuse(coll, peer, f"{type(e).__name__}: {e}")
+            raise
 
-    def _prepare(self, buf: Buffer) -> None:
-        if buf.device >= 0:
-            from . import _device
-
-            _device.ensure_engine(self, buf)
-
-    def _submit(self, coll: int, inp: Buffer, out: Buffer, count: int, op: int = 0,
-                root: int = 0, blocks: Sequence[int] = (), async_op: bool = False,
-                chunk_bytes: Optional[int] = None):
-        self._check_open()
-        if chunk_bytes is not None and int(chunk_bytes) < 1:
-            raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes!r}")
-        self._prepare(inp)
-        return self._impl.submit(coll, inp.ptr, out.ptr, count, inp.code, op, root, list(blocks),
-                                 inp.device, inp.stream, int(chunk_bytes or 0), async_op)
-
-    def _finish(self, impl, result, keep, async_op: bool):
+    def _submit(self, coll: "_C.Coll", b: Buffer, ob: Optional[Buffer], count: int, *,
+                op: Any = None, root: int = 0, peer: int = -1, counts: Sequence[int] = (),
+                recv_counts: Sequence[int] = (), async_op: bool = False,
+                chunk_bytes: Optional[int] = None, algo: Optional[str] = None, result: Any = None,
+                keep: tuple = ()) -> Any:
+        if b.device >= 0:
+            self._devices.ensure(b)
+        self._purge()
+        impl = self._impl.submit(
+            coll, b.ptr, ob.ptr if ob is not None else 0, count, b.code,
+            op if op is not None else _OPS["sum"], root, peer, list(counts), list(recv_counts),
+            b.device, b.stream, int(chunk_bytes or 0), algo or "", async_op)
+        device_buf = b if b.device >= 0 else None
+        if async_op or device_buf is not None or coll in (_COLL.send, _COLL.recv):
+            self._inflight.append((impl, (b, ob) + keep))
         if async_op:
-            return Work(impl, result, keep, self)
-        # Blocking: the host part already ran; device work is ordered on the
-        # caller's current stream.
-        impl.wait(-1.0, keep[0].stream if keep[0].device >= 0 else -1)
+            return Work(impl, result, self, device_buf)
+        if device_buf is None and coll in (_COLL.send, _COLL.recv):
+            return Work(impl, result, self, None).wait()  # runs on the worker: wait here
+        # Host work already ran; device work is ordered on the caller's stream.
+        impl.wait(-1.0, b.stream if device_buf is not None else -1)
         return result
 
-    def _out(self, inp: Buffer, out: Any, count: int, what: str) -> Buffer:
-        ob = as_buffer(out, "out")
-        if ob.dtype != inp.dtype:
-            raise TypeError(f"out has dtype {ob.dtype}, expected {inp.dtype} like the input")
-        if ob.count != count:
-            raise ValueError(f"out holds {ob.count} elements (shape {ob.shape}); {what} needs {count}")
-        if ob.device != inp.device:
-            raise ValueError(f"out is on {_where(ob)} but the input is on {_where(inp)}")
-        if ob.readonly:
-            raise ValueError("out is read-only")
-        return ob
+    def _purge(self) -> None:
+        q = self._inflight
+        while q and q[0][0].is_completed():
+            q.popleft()
+        if len(q) > 64:  # point-to-point work completes out of order
+            self._inflight = collections.deque(e for e in q if not e[0].is_completed())
 
-    # -- collectives -------------------------------------------------------------
+    def _sizes_everywhere(self, b: Buffer, coll: "_C.Coll") -> List[int]:
+        """Every rank's element count, in rank order (a small all-gather)."""
+        mine, allc = counts_array(b, [b.count]), counts_array(b, [0] * self.size)
+        self._submit(_COLL.allgather, as_buffer(mine), as_buffer(allc), 1,
+                     counts=[1] * self.size)
+        return to_list(allc)
+
+    # -- collectives --------------------------------------------------------------
     def allreduce(self, x: Any, op: str = "sum", *, out: Any = None, async_op: bool = False,
-                  chunk_bytes: Optional[int] = None) -> Any:
+                  chunk_bytes: Optional[int] = None, algo: Optional[str] = None) -> Any:
         """Reduce x over all ranks. In place when out is None. Returns the
-        result (x or out), or a Work when async_op."""
-        if (out is None and not async_op and chunk_bytes is None and type(x) is np.ndarray
-                and op in OPS and self._impl.allreduce_host_inplace(x, OPS[op])):
+        result (x or out), or a Work when async_op. `algo` forces an algorithm
+        (see explain())."""
+        if (out is None and not async_op and chunk_bytes is None and algo is None
+                and type(x) is np.ndarray and isinstance(op, str) and op in _OPS
+                and self._impl.allreduce_host_inplace(x, _OPS[op])):
             return x  # the latency path: everything ran in C++
-        opc = _op_code(op)
-        b = as_buffer(x)
-        if out is None:
-            if b.readonly:
-                raise ValueError("x is read-only and cannot be reduced in place; pass out= "
-                                 "or a writable array")
-            ob = b
-        else:
-            ob = self._out(b, out, b.count, "allreduce")
-            if ob.ptr != b.ptr and _overlaps(ob, b):
-                raise ValueError("out partly overlaps x; use out=None for in place, or a "
-                                 "separate array")
-        impl = self._submit(_ALLREDUCE, b, ob, b.count, opc, async_op=async_op,
-                            chunk_bytes=chunk_bytes)
-        return self._finish(impl, ob.obj, (b, ob), async_op)
+        with self._refusing(_COLL.allreduce):
+            opc = _op_code(op)
+            if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or chunk_bytes < 1):
+                raise ValueError(f"chunk_bytes must be an integer >= 1, got {chunk_bytes!r}")
+            b = as_buffer(x)
+            if out is None:
+                check_inplace(b, "x")
+                ob = b
+            else:
+                ob = check_out(b, out, b.count, "allreduce")
+                if ob.ptr != b.ptr and overlaps(ob, b):
+                    raise ValueError("out partly overlaps x; use out=None for in place, or a "
+                                     "separate array")
+        mark_written(ob)
+        return self._submit(_COLL.allreduce, b, ob, b.count, op=opc, async_op=async_op,
+                            chunk_bytes=chunk_bytes, algo=algo, result=ob.obj)
 
     def reduce_scatter(self, x: Any, *, out: Any = None, op: str = "sum",
-                       async_op: bool = False) -> Any:
+                       async_op: bool = False, algo: Optional[str] = None) -> Any:
         """Reduce x over all ranks; rank r gets segment r. Segments cut x's
         count into size parts, the first count % size one element longer."""
-        opc = _op_code(op)
-        b = as_buffer(x)
-        n, r = self.size, self.rank
-        mine = b.count // n + (1 if r < b.count % n else 0)
-        if out is None:
-            out = empty_like(b, mine)
-        ob = self._out(b, out, mine, f"segment {r} of {b.count} elements over {n} ranks")
-        if _overlaps(ob, b):
-            raise ValueError("out overlaps x; reduce_scatter needs a separate output")
-        impl = self._submit(_REDUCE_SCATTER, b, ob, b.count, opc, async_op=async_op)
-        return self._finish(impl, ob.obj, (b, ob), async_op)
+        with self._refusing(_COLL.reduce_scatter):
+            opc = _op_code(op)
+            b = as_buffer(x)
+            mine = segment_counts(b.count, self.size)[self.rank]
+            if out is None:
+                out = empty_like(b, mine)
+            ob = check_out(b, out, mine, f"segment {self.rank} of {b.count} elements over "
+                                         f"{self.size} ranks")
+            if overlaps(ob, b):
+                raise ValueError("out overlaps x; reduce_scatter needs a separate output")
+        mark_written(ob)
+        return self._submit(_COLL.reduce_scatter, b, ob, b.count, op=opc, async_op=async_op,
+                            algo=algo, result=ob.obj)
 
     def allgather(self, x: Any, *, out: Any = None, async_op: bool = False,
                   sizes: Optional[Sequence[int]] = None) -> Any:
@@ -236,187 +243,185 @@ class Communicator:
 
         Sizes may differ per rank; they are exchanged first unless `sizes`
         (elements per rank, the same list on every rank) is given."""
-        b = as_buffer(x)
+        with self._refusing(_COLL.allgather):
+            b = as_buffer(x)
         if sizes is None:
-            counts = counts_array(b, [0] * self.size)
-            cb = as_buffer(counts)
-            cb_mine = as_buffer(counts_array(b, [b.count]))
-            impl = self._submit(_ALLGATHER, cb_mine, cb, 1, blocks=[1] * self.size)
-            Work(impl, None, (cb_mine, cb), self).wait()
-            sizes = to_list(counts)
-        sizes = [int(s) for s in sizes]
-        if len(sizes) != self.size or sizes[self.rank] != b.count:
-            raise ValueError(f"sizes {sizes} must list {self.size} counts with this rank's "
-                             f"{b.count} at index {self.rank}")
-        total = sum(sizes)
-        if out is None:
-            same = len(set(sizes)) == 1 and len(b.shape) > 1
-            shape = (self.size * b.shape[0], *b.shape[1:]) if same else (total,)
-            out = empty_like(b, total, shape)
-        ob = self._out(b, out, total, f"allgather of {sizes}")
-        off = sum(sizes[: self.rank]) * (b.nbytes // max(b.count, 1))
-        if _overlaps(ob, b) and b.ptr != ob.ptr + off:
-            raise ValueError("out overlaps x other than at this rank's own block")
-        impl = self._submit(_ALLGATHER, b, ob, b.count, blocks=sizes, async_op=async_op)
-        return self._finish(impl, ob.obj, (b, ob), async_op)
+            sizes = self._sizes_everywhere(b, _COLL.allgather)
+        with self._refusing(_COLL.allgather):
+            sizes = check_sizes(sizes, self.size, self.rank, b.count)
+            total = sum(sizes)
+            if out is None:
+                same = len(set(sizes)) == 1 and len(b.shape) > 1
+                shape = (self.size * b.shape[0], *b.shape[1:]) if same else (total,)
+                out = empty_like(b, total, shape)
+            ob = check_out(b, out, total, f"allgather of {sizes}")
+            off = sum(sizes[: self.rank]) * (b.nbytes // max(b.count, 1))
+            if overlaps(ob, b) and b.ptr != ob.ptr + off:
+                raise ValueError("out overlaps x other than at this rank's own block")
+        mark_written(ob)
+        return self._submit(_COLL.allgather, b, ob, b.count, counts=sizes, async_op=async_op,
+                            result=ob.obj)
 
     def broadcast(self, x: Any, root: int = 0, *, async_op: bool = False) -> Any:
-        """Copy root's x into x on every rank, in place. Returns x."""
-        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < self.size:
-            raise ValueError(f"root must be a rank in [0, {self.size}), got {root!r}")
-        b = as_buffer(x)
-        if b.readonly and self.rank != root:
-            raise ValueError("x is read-only and cannot receive the broadcast")
-        impl = self._submit(_BROADCAST, b, b, b.count, root=root, async_op=async_op)
-        return self._finish(impl, b.obj, (b,), async_op)
+        """Copy root's x into x on every rank, in place. Returns x. x must be
+        writable on every rank, the root's too, so every rank refuses alike."""
+        with self._refusing(_COLL.broadcast):
+            check_root(root, self.size)
+            b = as_buffer(x)
+            check_inplace(b, "x")
+        mark_written(b)
+        return self._submit(_COLL.broadcast, b, b, b.count, root=root, async_op=async_op,
+                            result=b.obj)
+
+    def reduce(self, x: Any, root: int = 0, op: str = "sum", *, out: Any = None,
+               async_op: bool = False) -> Any:
+        """Reduce x over all ranks onto `root`: into out there, or in place
+        into x when out is None. Other ranks' x is left as it was; they
+        return None."""
+        with self._refusing(_COLL.reduce):
+            check_root(root, self.size)
+            opc = _op_code(op)
+            b = as_buffer(x)
+            ob = None
+            if self.rank == root:
+                if out is None:
+                    check_inplace(b, "x")
+                    ob = b
+                else:
+                    ob = check_out(b, out, b.count, "reduce")
+                    if ob.ptr != b.ptr and overlaps(ob, b):
+                        raise ValueError("out partly overlaps x")
+        if ob is not None:
+            mark_written(ob)
+        return self._submit(_COLL.reduce, b, ob, b.count, op=opc, root=root, async_op=async_op,
+                            result=ob.obj if ob is not None else None)
+
+    def gather(self, x: Any, root: int = 0, *, out: Any = None,
+               sizes: Optional[Sequence[int]] = None, async_op: bool = False) -> Any:
+        """Every rank's x, concatenated in rank order, on `root` (None elsewhere)."""
+        with self._refusing(_COLL.gather):
+            check_root(root, self.size)
+            b = as_buffer(x)
+        if sizes is None:
+            sizes = self._sizes_everywhere(b, _COLL.gather)
+        with self._refusing(_COLL.gather):
+            sizes = check_sizes(sizes, self.size, self.rank, b.count)
+            ob = None
+            if self.rank == root:
+                ob = check_out(b, empty_like(b, sum(sizes)) if out is None else out, sum(sizes),
+                               f"gather of {sizes}")
+                if overlaps(ob, b):
+                    raise ValueError("out overlaps x; gather needs a separate output")
+        if ob is not None:
+            mark_written(ob)
+        return self._submit(_COLL.gather, b, ob, b.count, root=root, counts=sizes,
+                            async_op=async_op, result=ob.obj if ob is not None else None)
+
+    def scatter(self, x: Any, root: int = 0, *, out: Any = None,
+                sizes: Optional[Sequence[int]] = None, async_op: bool = False) -> Any:
+        """Root's x cut into blocks, block r to rank r (returned, or in out).
+        Blocks are `sizes` (the same list everywhere) or, by default, the
+        segments of reduce_scatter. On other ranks x only gives the dtype and
+        device (its contents are not read)."""
+        with self._refusing(_COLL.scatter):
+            check_root(root, self.size)
+            b = as_buffer(x)
+        if sizes is None:
+            n = counts_array(b, [b.count if self.rank == root else 0])
+            self._submit(_COLL.broadcast, as_buffer(n), as_buffer(n), 1, root=root)
+            sizes = segment_counts(to_list(n)[0], self.size)
+        with self._refusing(_COLL.scatter):
+            sizes = check_sizes(sizes, self.size, None, None)
+            if self.rank == root and sum(sizes) != b.count:
+                raise ValueError(f"sizes {sizes} add up to {sum(sizes)} elements; the root's x "
+                                 f"holds {b.count}")
+            mine = sizes[self.rank]
+            ob = check_out(b, empty_like(b, mine) if out is None else out, mine,
+                           f"block {self.rank} of scatter {sizes}")
+            if overlaps(ob, b):
+                raise ValueError("out overlaps x; scatter needs a separate output")
+        mark_written(ob)
+        return self._submit(_COLL.scatter, b, ob, b.count, root=root, counts=sizes,
+                            async_op=async_op, result=ob.obj)
+
+    def all_to_all(self, x: Any, *, out: Any = None, splits: Optional[Sequence[int]] = None,
+                   recv_splits: Optional[Sequence[int]] = None, async_op: bool = False) -> Any:
+        """Block q of x goes to rank q; out holds the blocks from every rank
+        in rank order. `splits`: this rank's block sizes (default: equal);
+        `recv_splits`: the sizes it receives (default: exchanged first)."""
+        with self._refusing(_COLL.all_to_all):
+            b = as_buffer(x)
+            if splits is None:
+                if b.count % self.size:
+                    raise ValueError(f"x holds {b.count} elements, not a multiple of "
+                                     f"{self.size} ranks; pass splits=")
+                splits = [b.count // self.size] * self.size
+            splits = check_sizes(splits, self.size, None, None)
+            if sum(splits) != b.count:
+                raise ValueError(f"splits {splits} add up to {sum(splits)}; x holds {b.count}")
+        if recv_splits is None:
+            mine = counts_array(b, splits)
+            theirs = counts_array(b, [0] * self.size)
+            self._submit(_COLL.all_to_all, as_buffer(mine), as_buffer(theirs), self.size,
+                         counts=[1] * self.size, recv_counts=[1] * self.size)
+            recv_splits = to_list(theirs)
+        with self._refusing(_COLL.all_to_all):
+            recv_splits = check_sizes(recv_splits, self.size, None, None)
+            total = sum(recv_splits)
+            ob = check_out(b, empty_like(b, total) if out is None else out, total,
+                           f"all_to_all receiving {recv_splits}")
+            if overlaps(ob, b):
+                raise ValueError("out overlaps x; all_to_all needs a separate output")
+        mark_written(ob)
+        return self._submit(_COLL.all_to_all, b, ob, b.count, counts=splits,
+                            recv_counts=recv_splits, async_op=async_op, result=ob.obj)
+
+    def send(self, x: Any, dst: int, *, async_op: bool = False) -> Any:
+        """Send x to rank dst (which calls recv). Returns None, or a Work."""
+        with self._refusing(_COLL.send, dst if isinstance(dst, int) else -1):
+            check_root(dst, self.size, "dst")
+            b = as_buffer(x)
+        return self._submit(_COLL.send, b, None, b.count, peer=dst, async_op=async_op)
+
+    def recv(self, x: Any, src: int, *, async_op: bool = False) -> Any:
+        """Receive into x, in place, what rank src sends. Returns x, or a Work."""
+        with self._refusing(_COLL.recv, src if isinstance(src, int) else -1):
+            check_root(src, self.size, "src")
+            b = as_buffer(x)
+            check_inplace(b, "x")
+        mark_written(b)
+        return self._submit(_COLL.recv, b, b, b.count, peer=src, async_op=async_op,
+                            result=b.obj)
 
     def barrier(self) -> None:
         """Return once every rank has called barrier()."""
-        self._check_open()
-        impl = self._impl.submit(_BARRIER, 0, 0, 0, 0, 0, 0, [], -1, 0, 0, False)
-        Work(impl, None, (), self).wait()  # host work
+        self._purge()
+        self._impl.submit(_COLL.barrier).wait(-1.0, -1)
+
+    def explain(self, coll: str = "allreduce", x: Any = None, op: str = "sum", *,
+                count: Optional[int] = None, dtype: str = "float32", root: int = 0,
+                algo: Optional[str] = None) -> tuple:
+        """(algorithm, why) the selector picks for a call like this one, from
+        an array `x` or from `count` elements of `dtype`."""
+        code = getattr(_COLL, coll, None)
+        if code is None:
+            raise ValueError(f"unknown collective {coll!r}")
+        device = -1
+        if x is not None:
+            b = as_buffer(x)
+            count, dtype, device = b.count, b.dtype, b.device
+        n = int(count or 0)
+        counts = [n] * self.size if coll in ("allgather", "gather", "scatter", "all_to_all") else []
+        return tuple(self._impl.explain(code, n, _C.DType.__members__[dtype], _op_code(op), root,
+                                        counts, counts if coll == "all_to_all" else [], device,
+                                        algo or ""))
+
+    def abort(self, why: str = "aborted by the application") -> None:
+        """End this communicator now on every rank: peers raise instead of waiting."""
+        self._impl.abort(f"rank {self.rank}: {why}")
 
     def finalize(self) -> None:
-        """Finish queued work and release the transports. Idempotent."""
+        """Finish queued work (bounded by the timeout) and release the
+        transports. Idempotent, callable from any thread."""
         self._impl.finalize()
-
-
-def _where(b: Buffer) -> str:
-    return "host" if b.device < 0 else f"cuda:{b.device}"
-
-
-# -- the default communicator ----------------------------------------------------
-_default: Optional[Communicator] = None
-_we_initialized_mpi = False
-
-
-def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = None, *,
-                     check: Optional[bool] = None, nan_check: Optional[bool] = None,
-                     chunk_bytes: Optional[int] = None) -> Communicator:
-    """A new communicator over all ranks of the launch, beside the default one.
-
-    Every rank must create it at the same point. Arguments as for init()."""
-    global _we_initialized_mpi
-    if backend not in (None, "mpi", "nccl"):
-        raise ValueError(f"unknown backend {backend!r}; use 'mpi', 'nccl' or None")
-    launch = detect()
-    timeout = float(timeout if timeout is not None else
-                    _env_number("RINGREDUCE_TIMEOUT", DEFAULT_TIMEOUT, float))
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-    check = _env_flag("RINGREDUCE_CHECK") if check is None else bool(check)
-    nan_check = _env_flag("RINGREDUCE_NAN_CHECK") if nan_check is None else bool(nan_check)
-    chunk = int(chunk_bytes if chunk_bytes is not None else
-                _env_number("RINGREDUCE_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, int))
-    depth = _env_number("RINGREDUCE_DEPTH", DEFAULT_DEPTH, int)
-    if chunk < 1:
-        raise ValueError(f"chunk_bytes must be >= 1, got {chunk}")
-    if depth < 1:
-        raise ValueError(f"RINGREDUCE_DEPTH must be >= 1, got {depth}")
-
-    if backend == "nccl":
-        if not _C.has_cuda:
-            raise RingReduceError("backend 'nccl' needs ringreduce built with CUDA and NCCL "
-                                  "(RINGREDUCE_CUDA=1 pip install .)")
-        host = "self"
-    elif launch.size == 1 and backend is None:
-        host = "self"
-    elif launch.launcher == "mpirun" or backend == "mpi":
-        if not _C.has_mpi:
-            raise RingReduceError("ringreduce was built without MPI (no mpicc at build time); "
-                                  "install Open MPI or MPICH and rebuild, or set MPICC")
-        host = "mpi"
-    elif _C.has_cuda:
-        host = "self"  # torchrun without MPI: device buffers only, over NCCL
-    else:
-        raise RingReduceError(f"launched by {launch.launcher} with {launch.size} ranks, but "
-                              "this build has no transport for it: use mpirun, or build with CUDA")
-    if host == "mpi":
-        _we_initialized_mpi = _C.mpi_initialize() or _we_initialized_mpi
-    impl = _C.Communicator(launch.rank, launch.size, host, timeout, chunk, depth, check, nan_check)
-    impl.device_chunk_bytes = _env_number("RINGREDUCE_DEVICE_CHUNK_BYTES", 0, int)
-    impl.small_bytes = _env_number("RINGREDUCE_SMALL_BYTES", impl.small_bytes, int)
-    # None under a launcher: MPI for host buffers, NCCL for CUDA buffers ("auto").
-    name = backend or ("self" if launch.size == 1 else "auto" if host == "mpi" and _C.has_cuda
-                       else "mpi" if host == "mpi" else "nccl")
-    return Communicator(impl, name, launch)
-
-
-def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,
-         check: Optional[bool] = None, nan_check: Optional[bool] = None,
-         chunk_bytes: Optional[int] = None) -> Communicator:
-    """Create the default communicator from the launcher's environment.
-
-    backend: "mpi" (host buffers, and device buffers through MPI), "nccl"
-    (device buffers only) or None (NCCL for CUDA buffers when built, MPI for
-    host buffers). timeout: seconds per collective (RINGREDUCE_TIMEOUT,
-    default 300). check: agree on a fingerprint before each collective
-    (RINGREDUCE_CHECK). nan_check: refuse NaN/Inf input (RINGREDUCE_NAN_CHECK).
-    chunk_bytes: bytes per pipelined chunk (RINGREDUCE_CHUNK_BYTES).
-    Calling init() again returns the existing default communicator."""
-    global _default
-    if _default is not None and not _default._impl.finalized:
-        return _default
-    _default = new_communicator(backend, timeout, check=check, nan_check=nan_check,
-                                chunk_bytes=chunk_bytes)
-    return _default
-
-
-def _get() -> Communicator:
-    if _default is None:
-        raise RingReduceError("ringreduce is not initialized; call ringreduce.init() first")
-    if _default._impl.finalized:
-        raise RingReduceError("ringreduce was finalized; call ringreduce.init() again")
-    return _default
-
-
-def finalize() -> None:
-    """Finalize the default communicator, and MPI if ringreduce started it."""
-    global _default
-    if _default is not None:
-        _default.finalize()
-
-
-@atexit.register
-def _at_exit() -> None:
-    finalize()
-    if _we_initialized_mpi and (_default is None or not _default._impl.poison_message):
-        _C.mpi_finalize()
-
-
-def rank() -> int:
-    return _get().rank
-
-
-def size() -> int:
-    return _get().size
-
-
-def local_rank() -> int:
-    return _get().local_rank
-
-
-def allreduce(x: Any, op: str = "sum", *, out: Any = None, async_op: bool = False,
-              chunk_bytes: Optional[int] = None) -> Any:
-    return _get().allreduce(x, op, out=out, async_op=async_op, chunk_bytes=chunk_bytes)
-
-
-def reduce_scatter(x: Any, *, out: Any = None, op: str = "sum", async_op: bool = False) -> Any:
-    return _get().reduce_scatter(x, out=out, op=op, async_op=async_op)
-
-
-def allgather(x: Any, *, out: Any = None, async_op: bool = False,
-              sizes: Optional[Sequence[int]] = None) -> Any:
-    return _get().allgather(x, out=out, async_op=async_op, sizes=sizes)
-
-
-def broadcast(x: Any, root: int = 0, *, async_op: bool = False) -> Any:
-    return _get().broadcast(x, root, async_op=async_op)
-
-
-def barrier() -> None:
-    _get().barrier()
-
-
-for _f in (allreduce, reduce_scatter, allgather, broadcast):
-    _f.__doc__ = getattr(Communicator, _f.__name__).__doc__
+        self._inflight.clear()

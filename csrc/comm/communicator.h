@@ -1,55 +1,50 @@
 // The communicator owns the engines (host and device), the worker thread
-// that runs asynchronous work in submission order, sequence numbers,
-// timeouts, the optional pre-flight agreement check, and the poisoned state
-// that follows a failure.
+// that runs asynchronous work in submission order, sequence numbers and
+// fingerprints, timeouts, the optional pre-flight agreement check, and the
+// poisoned state that follows a failure.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "algo/call.h"
+#include "algo/select.h"
 #include "comm/engine.h"
 #include "comm/work.h"
 #include "common/dtypes.h"
+#include "common/fingerprint.h"
 
 namespace rr {
 
-
-struct Call {
-  Coll coll = Coll::kAllreduce;
-  const void* in = nullptr;
-  void* out = nullptr;
-  // Elements of `in` (allreduce, reduce-scatter, broadcast) or of this rank's
-  // block (allgather).
-  int64_t count = 0;
-  DType dtype = DType::kFloat32;
-  ReduceOp op = ReduceOp::kSum;
-  int root = 0;
-  std::vector<int64_t> blockCounts;  // allgather: elements from each rank
-  int device = -1;                   // -1: host memory
-  uintptr_t stream = 0;              // caller's stream for device buffers
-  int64_t chunkBytes = 0;            // 0: the communicator's default
-};
-
 struct Options {
-  double timeoutSec = 300.0;
-  int64_t chunkBytes = 1 << 20;        // host engines
-  int64_t deviceChunkBytes = 0;        // device engines; 0: the engine's preferred size
+  double timeoutSec = 300.0;     // per collective; infinity: no timeout
+  int64_t chunkBytes = 1 << 20;  // host engines
+  int64_t deviceChunkBytes = 0;  // device engines; 0: the engine's preferred size
   int depth = 2;
-  // All-reduces of at most this many bytes take the latency variant
-  // (Ring::allreduceSmall); 0 turns it off.
-  int64_t smallBytes = 32 << 10;
-  bool check = false;     // agree on a fingerprint before moving data
+  bool check = false;     // agree on a fingerprint before moving data (strict mode)
   bool nanCheck = false;  // refuse NaN/Inf input
+  // Device calls whose algorithm carries no fingerprint of its own (the ring
+  // over NCCL) first compare fingerprints with the ring neighbours over the
+  // host transport: one zero-byte message each way.
+  bool deviceFingerprint = true;
+  SelectPolicy policy;
+  // Called every few milliseconds while a call waits (the bindings check for
+  // Ctrl-C there). It may throw Interrupted.
+  std::function<void()> interruptCheck;
 };
 
 class Communicator {
  public:
+  // `host` moves host memory; in a device-only world (no host transport) it
+  // spans one rank and only device buffers can be used.
   Communicator(int rank, int size, std::unique_ptr<Engine> host, Options options);
   ~Communicator();
   Communicator(const Communicator&) = delete;
@@ -57,64 +52,101 @@ class Communicator {
 
   void addEngine(std::unique_ptr<Engine> engine);
   // The device engine serving `device`, or null.
-  Engine* findEngine(int device) const {
-    for (size_t i = 1; i < engines_.size(); ++i)
-      if (engines_[i]->device() == device) return engines_[i].get();
-    return nullptr;
-  }
+  Engine* findEngine(int device) const;
+  bool hasHostTransport() const { return engines_[0]->transport().size() == size_; }
 
   int rank() const { return rank_; }
   int size() const { return size_; }
   Options& options() { return opt_; }
   std::vector<std::string> engineNames() const;
-  uint64_t sequence() const { return seq_; }
+  uint64_t sequence() const;
 
-  // The path an all-reduce of this shape takes on that device's engine
-  // ("ring", "ipc-one_shot", ...). The engine must exist.
-  std::string allreducePath(int device, int64_t count, DType dtype, ReduceOp op);
+  // Which algorithm would run `call` and why. Validates the call.
+  Choice explain(const Call& call);
 
-  // Runs the call now on the calling thread (async = false, once earlier
-  // asynchronous work has drained) or queues it for the worker thread.
+  // Runs the call now on the calling thread (blocking, once earlier work has
+  // drained) or queues it for the worker thread. Point-to-point calls are
+  // always asynchronous: they complete while later work proceeds.
   std::shared_ptr<Work> submit(Call call, bool async);
 
-  // Waits for queued work (bounded by the timeout), stops the worker and
-  // releases the engines. Idempotent; never throws.
+  // A call this rank refused before submitting it (bad arguments). Its
+  // sequence number is used up, so the next call cannot pair with the
+  // peers' version of this one, and the peers it would have talked to are
+  // told: if they went ahead, they raise CollectiveMismatch instead of
+  // waiting. Ranks that all refuse alike keep a usable communicator.
+  void refuse(Coll coll, int peer, const std::string& why);
+
+  // A blocking all-gather of a few bytes per rank over the host transport,
+  // for setting up engines (every rank calls it at the same point).
+  std::vector<std::string> allgatherBytes(const std::string& mine);
+
+  // Waits for queued and in-flight work (bounded by the timeout), then
+  // aborts what is left, stops the threads and releases the engines.
+  // Idempotent, callable from any thread; never throws.
   void finalize() noexcept;
-  bool finalized() const { return finalized_; }
+  bool finalized() const;
   // Non-empty once a failure has aborted the communicator.
   std::string poisonMessage() const;
+  // Abort from outside a call (Ctrl-C caught in Python, a user's abort):
+  // peers are told, and every later call raises.
+  void abort(const std::string& why) noexcept;
 
  private:
   struct Item {
     Call call;
     std::shared_ptr<Work> work;
+    std::string refusal;  // non-empty: a refused call, only announced
   };
-  void execute(const Call& call, Work& work);
-  std::shared_ptr<Completion> runRing(Engine& engine, const Call& call);
-  // Returns the agreed error, or null when the ranks agree.
-  std::exception_ptr preflight(const Call& call, uint64_t seq, Engine& engine);
-  Engine& engineFor(const Call& call);
+  struct InFlight {  // point-to-point exchanges still moving
+    Transport* transport;
+    Transport::ExchangeId id;
+    std::shared_ptr<Work> work;
+    Clock::time_point deadline;
+    std::string what;
+  };
+  enum class Poison : int { kNone = -1, kError = 0, kTimeout = 1, kMismatch = 2 };
+
+  void assignSequence(Call& call);
+  Fingerprint fingerprintOf(const Call& call) const;
+  void execute(const Item& item);
+  void executeP2p(const Call& call, Engine& engine, const std::shared_ptr<Work>& work,
+                  Clock::time_point deadline);
+  void announceRefusal(const Call& call, const std::string& why);
+  bool progressInFlight();
+  std::exception_ptr preflight(const Call& call, Engine& engine);
+  void compareWithNeighbours();
+  Engine& engineFor(const Call& call) const;
+  int64_t chunkFor(const Call& call, const Engine& engine) const;
+  Clock::time_point deadlineFromNow() const;
   std::exception_ptr poisonError() const;
-  void poison(const std::exception_ptr& e, int kind, const std::string& msg);
+  void poison(Poison kind, const std::string& msg, bool tellPeers) noexcept;
+  void onNotice(const Notice& n);
+  void onWait();
+  void runExclusive(const std::function<void()>& body);
   void workerLoop();
-  // Device work only gets enqueued; the watchdog thread enforces its
-  // deadline, aborting the engines (ncclCommAbort frees stuck kernels).
   void watch(std::shared_ptr<Completion> c, Clock::time_point deadline, std::string what);
   void watchdogLoop();
-  std::string describe(const Call& call, uint64_t seq) const;
+  std::string describe(const Call& call) const;
 
   int rank_, size_;
   Options opt_;
   std::vector<std::unique_ptr<Engine>> engines_;  // [0] is the host engine
-  uint64_t seq_ = 0;
+  int forkGeneration_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  uint64_t nextSeq_ = 0;
+  std::vector<uint64_t> sendSeq_, recvSeq_;  // point-to-point, per peer
   std::deque<Item> queue_;
+  std::vector<InFlight> inFlight_;
+  std::deque<uint64_t> refusedTags_;  // fingerprints of calls this rank refused
   bool busy_ = false;
-  bool stop_ = false;
+  bool closing_ = false;  // finalize() has begun: no new work
   bool finalized_ = false;
+  bool stop_ = false;
   std::thread worker_;
+  std::atomic<bool> abandon_{false};  // waits give up (finalize past its bound, external abort)
+  std::string abandonWhy_;
 
   struct Watched {
     std::shared_ptr<Completion> completion;
@@ -127,8 +159,9 @@ class Communicator {
   bool watchStop_ = false;
   std::thread watchdog_;
 
-  int poisonKind_ = -1;  // -1 none, 0 error, 1 timeout, 2 mismatch
+  Poison poisonKind_ = Poison::kNone;
   std::string poisonMsg_;
+  bool peersTold_ = false;
 };
 
 }  // namespace rr

@@ -1,16 +1,19 @@
-// An engine is one way of running the ring: a transport, a reducer, and what
-// it takes to order the ring's work after the caller's and to signal its end.
-// The host engine runs to completion on the calling thread; device engines
-// enqueue on streams and hand back a Completion.
+// An engine is where a collective runs: a transport, a reducer and a
+// workspace for one kind of memory (host, or one GPU), the algorithms it can
+// run there, and what it takes to order that work after the caller's and to
+// signal its end. The host engine runs to completion on the calling thread;
+// device engines enqueue on streams and hand back a Completion.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
-#include "common/dtypes.h"
+#include "algo/algorithm.h"
 #include "common/errors.h"
 #include "reduce/reducer.h"
+#include "reduce/workspace.h"
 #include "transport/transport.h"
 
 namespace rr {
@@ -19,8 +22,8 @@ namespace rr {
 class Completion {
  public:
   virtual ~Completion() = default;
-  virtual bool query() = 0;                         // finished?
-  virtual void streamWait(uintptr_t stream) = 0;    // make `stream` wait for it, host not blocked
+  virtual bool query() = 0;                                  // finished?
+  virtual void streamWait(uintptr_t stream) = 0;             // make `stream` wait, host not blocked
   virtual void synchronize(Clock::time_point deadline) = 0;  // block the host, or TimeoutError
   // One non-blocking look: true when finished; throws (after aborting what
   // it must) on an asynchronous error or once `deadline` has passed.
@@ -36,27 +39,19 @@ class Engine {
   virtual ~Engine() = default;
   virtual Transport& transport() = 0;
   virtual Reducer& reducer() = 0;
+  virtual Workspace& workspace() = 0;
+  // The algorithms this engine can run; the selector chooses among them.
+  virtual std::vector<Algorithm*> algorithms() = 0;
   // device ordinal the engine serves, -1 for host memory
   virtual int device() const { return -1; }
   // The pipeline chunk this engine runs best with, in bytes; 0 means the
   // communicator's default. Measured: see docs/benchmarks.md.
   virtual int64_t preferredChunkBytes() const { return 0; }
-  // Order the ring after the caller's pending work on `callerStream`.
+  // Order the collective after the caller's pending work on `callerStream`.
   virtual void begin(uintptr_t /*callerStream*/) {}
-  // After the ring was issued. Null when the work is already complete.
+  // After the collective was issued. Null when the work is already complete.
   virtual std::shared_ptr<Completion> end() { return nullptr; }
   virtual void abort() noexcept { transport().abort(); }
-  // A whole all-reduce by a path other than the ring (single-host device
-  // engines: CUDA IPC kernels). Called after begin(); returns false when the
-  // ring should run instead. Every rank must decide the same way.
-  virtual bool fastAllreduce(const void* /*in*/, void* /*out*/, int64_t /*count*/,
-                             DType /*dtype*/, ReduceOp /*op*/) {
-    return false;
-  }
-  // Which path fastAllreduce() would take, for logs and tests ("ring" if none).
-  virtual std::string allreducePath(int64_t /*count*/, DType /*dtype*/, ReduceOp /*op*/) {
-    return "ring";
-  }
 };
 
 }  // namespace rr

@@ -1,22 +1,35 @@
-// The engine for host memory: any host transport plus the vectorised CPU loops.
+// The engine for host memory: any host transport, the vectorised CPU loops,
+// and every host algorithm.
 #pragma once
 
 #include <memory>
+#include <vector>
 
+#include "algo/host_algorithms.h"
 #include "comm/engine.h"
 #include "reduce/reduce_cpu.h"
+#include "reduce/workspace_host.h"
 
 namespace rr {
 
 class HostEngine : public Engine {
  public:
-  explicit HostEngine(std::unique_ptr<Transport> transport) : transport_(std::move(transport)) {}
+  explicit HostEngine(std::unique_ptr<Transport> transport)
+      : transport_(std::move(transport)), algorithms_(makeHostAlgorithms()) {}
   Transport& transport() override { return *transport_; }
   Reducer& reducer() override { return reducer_; }
+  Workspace& workspace() override { return workspace_; }
+  std::vector<Algorithm*> algorithms() override {
+    std::vector<Algorithm*> v;
+    for (auto& a : algorithms_) v.push_back(a.get());
+    return v;
+  }
 
  private:
   std::unique_ptr<Transport> transport_;
   CpuReducer reducer_;
+  HostWorkspace workspace_;
+  std::vector<std::unique_ptr<Algorithm>> algorithms_;
 };
 
 }  // namespace rr

@@ -52,3 +52,21 @@ class ArgumentError : public Error {
   do {                                                                     \
     if (!(cond)) RR_THROW(::rr::ArgumentError, msg_expr);                  \
   } while (0)
+
+namespace rr {
+
+// A bad argument whose kind is wrong (an op the dtype has no meaning for).
+// The bindings raise it as TypeError.
+class TypeArgError : public ArgumentError {
+ public:
+  using ArgumentError::ArgumentError;
+};
+
+// A wait was abandoned because the process was interrupted (Ctrl-C). The
+// communicator is aborted; the bindings re-raise the Python exception.
+class Interrupted : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace rr

@@ -4,6 +4,7 @@
 #include "ring/ring_allreduce.h"
 
 #include <algorithm>
+#include <deque>
 
 #include "common/errors.h"
 
@@ -42,8 +43,8 @@ std::string RingProgress::describe() const {
   return s;
 }
 
-Ring::Ring(Transport& transport, Reducer& reducer, RingOptions options)
-    : t_(transport), red_(reducer), opt_(options) {
+Ring::Ring(Transport& transport, Reducer& reducer, Workspace& workspace, RingOptions options)
+    : t_(transport), red_(reducer), ws_(workspace), opt_(options) {
   RR_CHECK_ARG(opt_.chunkBytes >= 1, "chunk_bytes must be >= 1, got " + std::to_string(opt_.chunkBytes));
   RR_CHECK_ARG(opt_.depth >= 1, "pipeline depth must be >= 1, got " + std::to_string(opt_.depth));
 }
@@ -52,10 +53,12 @@ template <class Post, class Consume>
 void Ring::pipeline(int64_t total, int64_t lag, Post post, Consume consume) {
   int64_t ahead = std::max<int64_t>(1, std::min<int64_t>(opt_.depth, lag));
   int64_t posted = 0;
+  std::deque<Transport::ExchangeId> inFlight;
   try {
     for (int64_t i = 0; i < total; ++i) {
-      while (posted < total && posted < i + ahead) post(posted++);
-      t_.finish();
+      while (posted < total && posted < i + ahead) inFlight.push_back(post(posted++));
+      t_.wait(inFlight.front());
+      inFlight.pop_front();
       consume(i);
     }
   } catch (Error& e) {
@@ -113,7 +116,8 @@ void Ring::runReduceScatter(const void* in, char* work, const RingSchedule& sche
         Span inc = sched.chunk(sched.rsRecvSegment(r, static_cast<int>(s)), c);
         const char* src = s == 0 ? static_cast<const char*>(in) + out.offset * es
                                  : result(s - 1, sendSeg, c);
-        t_.start(src, out.count * es, recvSlots + (i % slots) * slotBytes, inc.count * es);
+        return t_.startRing(src, out.count * es, recvSlots + (i % slots) * slotBytes,
+                            inc.count * es);
       },
       [&](int64_t i) {
         int64_t s = i / chunks, c = i % chunks;
@@ -143,7 +147,7 @@ void Ring::allreduce(const void* in, void* out, int64_t count, DType dtype, Redu
   RingSchedule sched(count, n, std::max<int64_t>(1, opt_.chunkBytes / es));
   const int64_t chunks = sched.chunksPerSegment();
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(opt_.depth, chunks));
-  char* recvSlots = static_cast<char*>(red_.scratch(slots * slotBytesFor(sched, es)));
+  char* recvSlots = static_cast<char*>(ws_.get(slots * slotBytesFor(sched, es)));
 
   // Phase 1: reduce-scatter. Afterwards rank r holds the final segment r in out.
   runReduceScatter(in, static_cast<char*>(out), sched, dtype, op, recvSlots, nullptr, nullptr);
@@ -161,7 +165,8 @@ void Ring::allreduce(const void* in, void* out, int64_t count, DType dtype, Redu
         int64_t c = i % chunks;
         Span snd = sched.chunk(sched.agSendSegment(r, s), c);
         Span rcv = sched.chunk(sched.agRecvSegment(r, s), c);
-        t_.start(o + snd.offset * es, snd.count * es, o + rcv.offset * es, rcv.count * es);
+        return t_.startRing(o + snd.offset * es, snd.count * es, o + rcv.offset * es,
+                            rcv.count * es);
       },
       [&](int64_t i) {
         int s = static_cast<int>(i / chunks);
@@ -183,7 +188,7 @@ void Ring::allreduceSmall(const void* in, void* out, int64_t count, DType dtype,
   // Blocks are exactly the message, unpadded: ranks that disagree on the
   // count then exchange different sizes, which the transport detects.
   const int64_t block = bytes;
-  char* all = static_cast<char*>(red_.scratch(n * block));
+  char* all = static_cast<char*>(ws_.get(n * block));
   std::vector<int64_t> sizes(n, block);
   // Gather whole inputs, then fold them in the same order everywhere.
   red_.copy(all + t_.rank() * block, in, bytes);
@@ -208,7 +213,7 @@ void Ring::reduceScatter(const void* in, void* out, int64_t count, DType dtype, 
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(opt_.depth, chunks));
   const int64_t slotBytes = slotBytesFor(sched, es);
   const int64_t segBytes = halfBytesFor(sched, es);
-  char* base = static_cast<char*>(red_.scratch(slots * slotBytes + 2 * segBytes));
+  char* base = static_cast<char*>(ws_.get(slots * slotBytes + 2 * segBytes));
   runReduceScatter(in, nullptr, sched, dtype, op, base, base + slots * slotBytes,
                    static_cast<char*>(out));
 }
@@ -243,7 +248,7 @@ void Ring::allgather(const void* in, void* out, const std::vector<int64_t>& bloc
       [&](int64_t i) {
         int s = static_cast<int>(i / chunks);
         Span snd = piece(mod(r - s), i % chunks), rcv = piece(mod(r - s - 1), i % chunks);
-        t_.start(o + snd.offset, snd.count, o + rcv.offset, rcv.count);
+        return t_.startRing(o + snd.offset, snd.count, o + rcv.offset, rcv.count);
       },
       [&](int64_t i) {
         int s = static_cast<int>(i / chunks);
@@ -282,7 +287,7 @@ void Ring::broadcast(void* buf, int64_t bytes, int root) {
         int64_t sendChunk = receives ? i - 1 : i;
         Span snd = (sends && sendChunk >= 0 && sendChunk < chunks) ? piece(sendChunk) : Span();
         Span rcv = (receives && i < chunks) ? piece(i) : Span();
-        t_.start(b + snd.offset, snd.count, b + rcv.offset, rcv.count);
+        return t_.startRing(b + snd.offset, snd.count, b + rcv.offset, rcv.count);
       },
       [&](int64_t i) {
         progress_.step = static_cast<int>(i);
@@ -295,7 +300,7 @@ void Ring::broadcast(void* buf, int64_t bytes, int root) {
 void Ring::barrier() {
   const int n = t_.size(), r = t_.rank();
   if (n == 1) return;
-  char* tokens = static_cast<char*>(red_.scratch(n));
+  char* tokens = static_cast<char*>(ws_.get(n));
   std::vector<int64_t> ones(n, 1);
   allgather(tokens + r, tokens, ones);
 }

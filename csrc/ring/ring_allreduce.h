@@ -7,6 +7,7 @@
 
 #include "common/dtypes.h"
 #include "reduce/reducer.h"
+#include "reduce/workspace.h"
 #include "ring/schedule.h"
 #include "transport/transport.h"
 
@@ -30,7 +31,7 @@ struct RingProgress {
 
 class Ring {
  public:
-  Ring(Transport& transport, Reducer& reducer, RingOptions options);
+  Ring(Transport& transport, Reducer& reducer, Workspace& workspace, RingOptions options);
 
   // out = reduce over ranks of in (count elements). in == out is in place.
   void allreduce(const void* in, void* out, int64_t count, DType dtype, ReduceOp op);
@@ -53,6 +54,7 @@ class Ring {
  private:
   // Runs `total` exchanges keeping up to `depth` in flight. Exchange i may
   // depend on exchange i - lag having been consumed, so lookahead stays < lag.
+  // post(i) starts exchange i and returns its id.
   template <class Post, class Consume>
   void pipeline(int64_t total, int64_t lag, Post post, Consume consume);
   void reduceChunk(void* dst, const void* a, const void* b, int64_t count, DType dtype,
@@ -62,6 +64,7 @@ class Ring {
 
   Transport& t_;
   Reducer& red_;
+  Workspace& ws_;
   RingOptions opt_;
   RingProgress progress_;
 };

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/errors.h"
+#include "common/fingerprint.h"
 
 #if defined(OPEN_MPI) && OPEN_MPI
 #include <mpi-ext.h>
@@ -12,13 +13,33 @@
 namespace rr {
 namespace {
 
-constexpr int kTag = 0x5252;
+constexpr int kNoticeTag = 7;
+// How often a blocked wait looks at the clock, the notices and the wait hook.
+constexpr auto kHookPeriod = std::chrono::milliseconds(5);
 
 std::string mpiErrorString(int rc) {
   char buf[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, buf, &len);
   return std::string(buf, len);
+}
+
+// Duplicates without blocking past the deadline: MPI_Comm_dup would wait
+// forever for a rank that never calls it.
+MPI_Comm dupBy(MPI_Comm parent, Clock::time_point deadline) {
+  MPI_Comm out = MPI_COMM_NULL;
+  MPI_Request req;
+  int rc = MPI_Comm_idup(parent, &out, &req);
+  if (rc != MPI_SUCCESS) RR_THROW(Error, "MPI_Comm_idup failed: " + mpiErrorString(rc));
+  for (int flag = 0;;) {
+    rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) RR_THROW(Error, "MPI_Comm_idup failed: " + mpiErrorString(rc));
+    if (flag) return out;
+    if (Clock::now() > deadline)
+      RR_THROW(TimeoutError, "creating the MPI communicator timed out: not every rank of the "
+                             "launch joined (MPI_Comm_idup did not complete)");
+    std::this_thread::yield();
+  }
 }
 
 }  // namespace
@@ -51,22 +72,37 @@ bool MpiTransport::cudaAware() {
 #endif
 }
 
-MpiTransport::MpiTransport(MPI_Comm parent) {
-  check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
-  // Errors come back as codes, so a dead peer becomes an exception, not an abort.
-  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-  MPI_Comm_rank(comm_, &rank_);
-  MPI_Comm_size(comm_, &size_);
-  right_ = (rank_ + 1) % size_;
-  left_ = (rank_ - 1 + size_) % size_;
+MpiTransport::MpiTransport(MPI_Comm parent, Clock::time_point deadline) {
+  for (auto& c : comms_) c = dupBy(parent, deadline);
+  noticeComm_ = dupBy(parent, deadline);
+  for (MPI_Comm c : {comms_[0], comms_[1], noticeComm_})
+    // Errors come back as codes, so a dead peer becomes an exception, not an abort.
+    MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comms_[0], &rank_);
+  MPI_Comm_size(comms_[0], &size_);
+  void* ub = nullptr;
+  int found = 0;
+  MPI_Comm_get_attr(comms_[0], MPI_TAG_UB, &ub, &found);
+  int64_t tagUb = found ? *static_cast<int*>(ub) : 32767;
+  tagBits_ = 0;
+  while (tagBits_ < 62 && (int64_t(2) << tagBits_) - 1 <= tagUb) ++tagBits_;
+  check(MPI_Irecv(&inbox_, sizeof(Notice), MPI_BYTE, MPI_ANY_SOURCE, kNoticeTag, noticeComm_,
+                  &inboxReq_),
+        "MPI_Irecv(notice)");
 }
 
 MpiTransport::~MpiTransport() {
-  if (!pending_.empty()) abort();
+  failed_ = aborted_ || !live_.empty();
+  abort();
+  for (auto& n : outbox_)
+    if (n.second != MPI_REQUEST_NULL) MPI_Request_free(&n.second);
   int fin = 0;
   MPI_Finalized(&fin);
-  // Freeing after a failure could block on a dead peer; leak it instead.
-  if (!fin && comm_ != MPI_COMM_NULL && !aborted_) MPI_Comm_free(&comm_);
+  // After a failure the communicators are left to MPI_Finalize: freeing one
+  // with messages of a dead peer pending could block.
+  if (fin || failed_) return;
+  for (MPI_Comm* c : {&comms_[0], &comms_[1], &noticeComm_})
+    if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
 }
 
 void MpiTransport::check(int rc, const char* call) const {
@@ -75,63 +111,91 @@ void MpiTransport::check(int rc, const char* call) const {
                       mpiErrorString(rc));
 }
 
-void MpiTransport::start(const void* send, size_t sendBytes, void* recv, size_t recvBytes) {
+Transport::ExchangeId MpiTransport::start(const Xfer* sends, int numSends, const Xfer* recvs,
+                                          int numRecvs) {
   if (aborted_) RR_THROW(Error, "MPI transport was aborted by an earlier failure");
+  MPI_Comm comm = comms_[static_cast<int>(channel_)];
   Exchange x;
-  x.sendBytes = sendBytes;
-  x.recvBytes = recvBytes;
-  // Receives are posted first so an eager send from the left finds them.
-  for (size_t off = 0; off < recvBytes; off += kMaxMessageBytes) {
-    size_t n = std::min(kMaxMessageBytes, recvBytes - off);
-    MPI_Request req;
-    check(MPI_Irecv(static_cast<char*>(recv) + off, static_cast<int>(n), MPI_BYTE, left_, kTag,
-                    comm_, &req),
-          "MPI_Irecv");
-    x.requests.push_back(req);
-    x.expected.push_back(n);
+  x.id = nextId_++;
+  x.wireTag = static_cast<int>(fp::fold(tag_, tagBits_));
+  auto pieces = [](size_t bytes) { return bytes == 0 ? size_t(1) : (bytes + kMaxMessageBytes - 1) / kMaxMessageBytes; };
+  // Receives are posted first so an eager send from a peer finds them.
+  for (int i = 0; i < numRecvs; ++i) {
+    const Xfer& v = recvs[i];
+    for (size_t p = 0, np = pieces(v.bytes); p < np; ++p) {
+      size_t off = p * kMaxMessageBytes, n = std::min(kMaxMessageBytes, v.bytes - off);
+      MPI_Request req;
+      check(MPI_Irecv(static_cast<char*>(v.data) + off, static_cast<int>(n), MPI_BYTE, v.peer,
+                      MPI_ANY_TAG, comm, &req),
+            "MPI_Irecv");
+      x.requests.push_back(req);
+      x.expected.push_back(n);
+      x.from.push_back(v.peer);
+    }
   }
   x.numRecvs = x.requests.size();
-  for (size_t off = 0; off < sendBytes; off += kMaxMessageBytes) {
-    size_t n = std::min(kMaxMessageBytes, sendBytes - off);
-    MPI_Request req;
-    check(MPI_Isend(static_cast<const char*>(send) + off, static_cast<int>(n), MPI_BYTE, right_,
-                    kTag, comm_, &req),
-          "MPI_Isend");
-    x.requests.push_back(req);
+  for (int i = 0; i < numSends; ++i) {
+    const Xfer& s = sends[i];
+    for (size_t p = 0, np = pieces(s.bytes); p < np; ++p) {
+      size_t off = p * kMaxMessageBytes, n = std::min(kMaxMessageBytes, s.bytes - off);
+      MPI_Request req;
+      check(MPI_Isend(static_cast<const char*>(s.data) + off, static_cast<int>(n), MPI_BYTE,
+                      s.peer, x.wireTag, comm, &req),
+            "MPI_Isend");
+      x.requests.push_back(req);
+      x.to.push_back(s.peer);
+    }
   }
   x.done = x.requests.empty();
-  pending_.push_back(std::move(x));
+  live_.push_back(std::move(x));
+  return live_.back().id;
 }
 
-bool MpiTransport::test(Exchange& x) {
+MpiTransport::Exchange* MpiTransport::find(ExchangeId id) {
+  for (auto& x : live_)
+    if (x.id == id) return &x;
+  return nullptr;
+}
+
+bool MpiTransport::testOne(Exchange& x) {
   if (x.done) return true;
   int flag = 0;
   if (statuses_.size() < x.requests.size()) statuses_.resize(x.requests.size());
   std::vector<MPI_Status>& st = statuses_;
   int rc = MPI_Testall(static_cast<int>(x.requests.size()), x.requests.data(), &flag, st.data());
   if (rc != MPI_SUCCESS) {
-    int err = rc;
-    for (size_t i = 0; i < x.requests.size(); ++i)
-      if (rc == MPI_ERR_IN_STATUS && st[i].MPI_ERROR != MPI_SUCCESS &&
-          st[i].MPI_ERROR != MPI_ERR_PENDING)
-        err = st[i].MPI_ERROR;
-    int cls = 0;
-    MPI_Error_class(err, &cls);
-    if (cls == MPI_ERR_TRUNCATE)
-      RR_THROW(MismatchError, "rank " + std::to_string(left_) + " sent more bytes than the " +
-                                  std::to_string(x.recvBytes) +
-                                  " expected: ranks disagree on count or dtype");
-    RR_THROW(Error, "MPI_Testall failed on rank " + std::to_string(rank_) + " (peers " +
-                        std::to_string(left_) + ", " + std::to_string(right_) +
-                        "): " + mpiErrorString(err));
+    for (size_t i = 0; i < x.numRecvs && rc == MPI_ERR_IN_STATUS; ++i) {
+      int e = st[i].MPI_ERROR;
+      if (e == MPI_SUCCESS || e == MPI_ERR_PENDING) continue;
+      int cls = 0;
+      MPI_Error_class(e, &cls);
+      if (cls == MPI_ERR_TRUNCATE) {
+        std::string why = st[i].MPI_TAG != x.wireTag
+                              ? fp::difference(static_cast<uint64_t>(x.wireTag),
+                                               static_cast<uint64_t>(st[i].MPI_TAG), tagBits_)
+                              : "ranks disagree on count or dtype";
+        RR_THROW(MismatchError, "rank " + std::to_string(x.from[i]) + " sent more than the " +
+                                    std::to_string(x.expected[i]) + " bytes expected: " + why);
+      }
+      rc = e;
+    }
+    RR_THROW(Error, "MPI_Testall failed on rank " + std::to_string(rank_) + ": " +
+                        mpiErrorString(rc));
   }
   if (!flag) return false;
+  // The data already sits in the receive buffers, but nothing hands it on
+  // before these checks pass: a message of another call is refused.
   for (size_t i = 0; i < x.numRecvs; ++i) {
+    if (st[i].MPI_TAG != x.wireTag)
+      RR_THROW(MismatchError, "rank " + std::to_string(x.from[i]) +
+                                  " sent a message of another call: " +
+                                  fp::difference(static_cast<uint64_t>(x.wireTag),
+                                                 static_cast<uint64_t>(st[i].MPI_TAG), tagBits_));
     int got = 0;
     MPI_Get_count(&st[i], MPI_BYTE, &got);
     if (static_cast<size_t>(got) != x.expected[i])
       RR_THROW(MismatchError, "received " + std::to_string(got) + " bytes from rank " +
-                                  std::to_string(left_) + " where " +
+                                  std::to_string(x.from[i]) + " where " +
                                   std::to_string(x.expected[i]) +
                                   " were expected: ranks disagree on count or dtype");
   }
@@ -139,51 +203,117 @@ bool MpiTransport::test(Exchange& x) {
   return true;
 }
 
-void MpiTransport::poll() {
-  if (!pending_.empty() && !aborted_) test(pending_.front());
+bool MpiTransport::test(ExchangeId id) {
+  if (aborted_) RR_THROW(Error, "MPI transport was aborted by an earlier failure");
+  Exchange* x = find(id);
+  if (!x) RR_THROW(Error, "test() of an unknown exchange");
+  if (!testOne(*x)) {
+    checkNotices();
+    return false;
+  }
+  live_.erase(live_.begin() + (x - &live_.front()));
+  return true;
 }
 
-void MpiTransport::finish() {
+void MpiTransport::checkNotices() {
+  if (inboxReq_ == MPI_REQUEST_NULL) return;
+  int flag = 0;
+  MPI_Status st;
+  if (MPI_Test(&inboxReq_, &flag, &st) != MPI_SUCCESS || !flag) return;
+  Notice n = inbox_;
+  n.text[sizeof(n.text) - 1] = '\0';
+  MPI_Irecv(&inbox_, sizeof(Notice), MPI_BYTE, MPI_ANY_SOURCE, kNoticeTag, noticeComm_,
+            &inboxReq_);
+  deliverNotice(n);
+}
+
+void MpiTransport::timedOut(const Exchange& x) {
+  // Name the stuck side without completing anything.
+  std::string who;
+  for (size_t i = 0; i < x.requests.size(); ++i) {
+    int flag = 1;
+    MPI_Status s;
+    if (x.requests[i] != MPI_REQUEST_NULL) MPI_Request_get_status(x.requests[i], &flag, &s);
+    if (flag) continue;
+    who += who.empty() ? "" : ", ";
+    who += i < x.numRecvs ? "rank " + std::to_string(x.from[i]) + " never sent its " +
+                                std::to_string(x.expected[i]) + " bytes"
+                          : "rank " + std::to_string(x.to[i - x.numRecvs]) + " never took ours";
+  }
+  RR_THROW(TimeoutError, "timed out: " + (who.empty() ? std::string("no progress") : who));
+}
+
+void MpiTransport::wait(ExchangeId id) {
   if (aborted_) RR_THROW(Error, "MPI transport was aborted by an earlier failure");
-  if (pending_.empty()) RR_THROW(Error, "finish() without a started exchange");
-  Exchange& x = pending_.front();
-  for (uint64_t spins = 0; !test(x); ++spins) {
+  Exchange* x = find(id);
+  if (!x) RR_THROW(Error, "wait() on an unknown exchange");
+  checkNotices();
+  auto nextLook = Clock::now() + kHookPeriod;
+  for (uint64_t spins = 0; !testOne(*x); ++spins) {
     // MPI progresses only inside calls, so spin. Past a short spin, yield on
     // every turn: with more ranks than cores the peer we wait for may need
     // this very core (it costs nothing when the core has nothing else to run).
     if (spins > 32) std::this_thread::yield();
-    if ((spins & 63) == 63) {
-      if (Clock::now() > deadline_) {
-        // Find out which side is stuck, without completing anything.
-        bool recvPending = false, sendPending = false;
-        for (size_t i = 0; i < x.requests.size(); ++i) {
-          int flag = 1;
-          MPI_Status s;
-          if (x.requests[i] != MPI_REQUEST_NULL) MPI_Request_get_status(x.requests[i], &flag, &s);
-          if (!flag) (i < x.numRecvs ? recvPending : sendPending) = true;
-        }
-        std::string who = recvPending ? "rank " + std::to_string(left_) + " never sent its " +
-                                            std::to_string(x.recvBytes) + " bytes"
-                                      : "rank " + std::to_string(right_) + " never took our " +
-                                            std::to_string(x.sendBytes) + " bytes";
-        if (recvPending && sendPending)
-          who += ", and rank " + std::to_string(right_) + " never took ours";
-        RR_THROW(TimeoutError, "timed out: " + who);
-      }
+    if ((spins & 63) != 63) continue;
+    checkNotices();
+    auto now = Clock::now();
+    if (now > deadline_) timedOut(*x);
+    if (now > nextLook) {
+      waitHook();
+      nextLook = now + kHookPeriod;
     }
   }
-  pending_.pop_front();
+  live_.erase(live_.begin() + (x - &live_.front()));
+}
+
+void MpiTransport::poll() {
+  if (aborted_) return;
+  for (auto& x : live_)
+    if (!x.done) {
+      testOne(x);
+      return;
+    }
+}
+
+void MpiTransport::sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept {
+  if (noticeComm_ == MPI_COMM_NULL) return;
+  // Finished sends are reaped here, so the outbox stays short.
+  while (!outbox_.empty()) {
+    int flag = 0;
+    if (MPI_Test(&outbox_.front().second, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag) break;
+    outbox_.pop_front();
+  }
+  std::vector<int> all;
+  if (numPeers == 0) {
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_) all.push_back(p);
+    peers = all.data();
+    numPeers = static_cast<int>(all.size());
+  }
+  for (int i = 0; i < numPeers; ++i) {
+    if (peers[i] == rank_) continue;
+    outbox_.emplace_back(notice, MPI_REQUEST_NULL);
+    auto& slot = outbox_.back();
+    slot.first.origin = rank_;
+    if (MPI_Isend(&slot.first, sizeof(Notice), MPI_BYTE, peers[i], kNoticeTag, noticeComm_,
+                  &slot.second) != MPI_SUCCESS)
+      outbox_.pop_back();
+  }
 }
 
 void MpiTransport::abort() noexcept {
   aborted_ = true;
-  for (auto& x : pending_)
+  for (auto& x : live_)
     for (auto& r : x.requests)
       if (r != MPI_REQUEST_NULL) {
         MPI_Cancel(&r);
         MPI_Request_free(&r);
       }
-  pending_.clear();
+  live_.clear();
+  if (inboxReq_ != MPI_REQUEST_NULL) {
+    MPI_Cancel(&inboxReq_);
+    MPI_Request_free(&inboxReq_);
+  }
 }
 
 }  // namespace rr

@@ -1,5 +1,12 @@
-// Ring exchanges over MPI point-to-point on host buffers. Compiled only when
-// the build finds MPI (RR_HAVE_MPI).
+// Exchanges over MPI point-to-point on host buffers. Compiled only when the
+// build finds MPI (RR_HAVE_MPI).
+//
+// Each channel gets a duplicate of the parent communicator, so our messages
+// never meet the application's and collective traffic never meets
+// point-to-point traffic; notices travel on a fourth duplicate. A message's
+// MPI tag is the call's fingerprint folded to MPI_TAG_UB, and receives take
+// any tag from their source, so a message of another call is seen (and
+// refused) instead of waited for.
 #pragma once
 
 #include <mpi.h>
@@ -13,8 +20,9 @@ namespace rr {
 
 class MpiTransport : public Transport {
  public:
-  // Duplicates `parent` so our messages never meet the application's.
-  explicit MpiTransport(MPI_Comm parent = MPI_COMM_WORLD);
+  // Collective over `parent`. Returns, or throws TimeoutError, by `deadline`:
+  // a rank that never joins does not hang the others (MPI_Comm_idup).
+  MpiTransport(MPI_Comm parent, Clock::time_point deadline);
   ~MpiTransport() override;
   MpiTransport(const MpiTransport&) = delete;
   MpiTransport& operator=(const MpiTransport&) = delete;
@@ -22,10 +30,13 @@ class MpiTransport : public Transport {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
+  int tagBits() const override { return tagBits_; }
 
-  void start(const void* send, size_t sendBytes, void* recv, size_t recvBytes) override;
-  void finish() override;
+  ExchangeId start(const Xfer* sends, int numSends, const Xfer* recvs, int numRecvs) override;
+  bool test(ExchangeId id) override;
+  void wait(ExchangeId id) override;
   void poll() override;
+  void sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept override;
   void abort() noexcept override;
 
   // Initialises MPI if nobody has yet. Returns true when this call did it.
@@ -40,20 +51,32 @@ class MpiTransport : public Transport {
 
  private:
   struct Exchange {
+    ExchangeId id = 0;
     std::vector<MPI_Request> requests;  // receives first, then sends
     std::vector<size_t> expected;       // bytes of each receive piece
+    std::vector<int> from;              // source of each receive piece
+    std::vector<int> to;                // destination of each send piece
     size_t numRecvs = 0;
-    size_t sendBytes = 0, recvBytes = 0;
+    int wireTag = 0;
     bool done = false;
   };
-  bool test(Exchange& x);
+  Exchange* find(ExchangeId id);
+  bool testOne(Exchange& x);
+  void checkNotices();
+  [[noreturn]] void timedOut(const Exchange& x);
   void check(int rc, const char* call) const;
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0, size_ = 1, left_ = 0, right_ = 0;
+  MPI_Comm comms_[kNumChannels] = {MPI_COMM_NULL, MPI_COMM_NULL};
+  MPI_Comm noticeComm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1, tagBits_ = 15;
   bool aborted_ = false;
-  std::deque<Exchange> pending_;
+  bool failed_ = false;  // aborted, or destroyed with exchanges in flight
+  ExchangeId nextId_ = 1;
+  std::deque<Exchange> live_;
   std::vector<MPI_Status> statuses_;  // reused: polling must not allocate
+  Notice inbox_;
+  MPI_Request inboxReq_ = MPI_REQUEST_NULL;
+  std::deque<std::pair<Notice, MPI_Request>> outbox_;  // notices still being sent
 };
 
 }  // namespace rr

@@ -1,5 +1,5 @@
-// A world of one: used when no launcher started several ranks. The ring never
-// exchanges in a world of one, so any call here is a bug.
+// A world of one: used when no launcher started several ranks. Algorithms
+// never exchange in a world of one, so any exchange here is a bug.
 #pragma once
 
 #include "common/errors.h"
@@ -12,10 +12,12 @@ class SelfTransport : public Transport {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string name() const override { return "self"; }
-  void start(const void*, size_t, void*, size_t) override {
-    RR_THROW(Error, "self transport has no neighbours");
+  ExchangeId start(const Xfer*, int, const Xfer*, int) override {
+    RR_THROW(Error, "self transport has no peers");
   }
-  void finish() override { RR_THROW(Error, "self transport has no neighbours"); }
+  bool test(ExchangeId) override { RR_THROW(Error, "self transport has no peers"); }
+  void wait(ExchangeId) override { RR_THROW(Error, "self transport has no peers"); }
+  void sendNotice(const Notice&, const int*, int) noexcept override {}
   void abort() noexcept override {}
 };
 

@@ -1,0 +1,45 @@
+// The one place that picks an algorithm for a call, and can say why.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "algo/algorithm.h"
+#include "algo/call.h"
+
+namespace rr {
+
+// Everything the choice depends on besides the call: the same on every rank.
+struct SelectPolicy {
+  // RINGREDUCE_ALGO: forces this algorithm for the collectives it serves;
+  // empty for the automatic choice. A call's own `algo` wins over it.
+  std::string forced;
+  // Host all-reduces of at most this many bytes take a latency algorithm
+  // (recursive doubling, or gathering whole inputs); 0 turns that off.
+  int64_t smallBytes = 64 << 10;
+  // Up to this many bytes a power-of-two world takes recursive halving and
+  // doubling (Rabenseifner) instead of the ring: fewer dependent steps, the
+  // same bytes per link. 0 turns it off.
+  int64_t mediumBytes = 0;
+  // Device all-reduces of at most this many bytes take the IPC one-shot;
+  // 0 means 1 MiB / (N - 1).
+  int64_t oneShotBytes = 0;
+  // Device all-reduces from this many bytes take the GPU ring kernel where
+  // offered (on more than two GPUs; two GPUs keep the two-shot, which moves
+  // the same bytes with fewer steps). 0: never by size.
+  int64_t gpuRingBytes = 64 << 20;
+};
+
+struct Choice {
+  Algorithm* algo = nullptr;
+  std::string why;  // "recursive_doubling: 4096 B <= small_bytes (65536 B), 4 ranks (a power of two)"
+};
+
+// Picks from `offered` (an engine's algorithms). A forced algorithm that is
+// not offered, or that refuses the call, is an ArgumentError naming the
+// reason: a forced choice never silently becomes another.
+Choice selectAlgorithm(const Call& call, int worldSize, const std::vector<Algorithm*>& offered,
+                       const SelectPolicy& policy);
+
+}  // namespace rr
