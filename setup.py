@@ -43,9 +43,10 @@ MPI_SOURCES = ["csrc/transport/mpi_transport.cc"]
 CUDA_CXX_SOURCES = [
     "csrc/bindings_cuda.cc",
     "csrc/transport/nccl_transport.cc",
+    "csrc/transport/staged_device_transport.cc",
     "csrc/comm/cuda_engine.cc",
+    "csrc/algo/ipc_algorithms.cc",
     "csrc/ipc/ipc_bindings.cc",
-    "csrc/transport/mpi_device_transport.cc",
 ]
 CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu"]
 

@@ -34,9 +34,9 @@ def main():
     ap.add_argument("--iters", type=int, default=50)
     args = ap.parse_args()
     variants = {
-        "plain": rr.comm.new_communicator("mpi"),
-        "check": rr.comm.new_communicator("mpi", check=True),
-        "nan_check": rr.comm.new_communicator("mpi", nan_check=True),
+        "plain": rr.new_communicator("mpi"),
+        "check": rr.new_communicator("mpi", check=True),
+        "nan_check": rr.new_communicator("mpi", nan_check=True),
     }
     rows = []
     for nbytes in (8, 1024, 64 << 10, 1 << 20, 16 << 20, 64 << 20):

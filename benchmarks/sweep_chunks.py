@@ -15,7 +15,7 @@ w = MPI.COMM_WORLD
 r, n = w.rank, w.size
 torch.cuda.set_device(r % torch.cuda.device_count())
 which = sys.argv[1] if len(sys.argv) > 1 else "nccl"
-comm = rr.comm.new_communicator(None if which == "nccl" else "mpi")
+comm = rr.new_communicator(None if which == "nccl" else "mpi")
 sizes = [16 << 20, 256 << 20, 1 << 30] if which == "nccl" else [16 << 20, 256 << 20]
 chunks = [1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20] if which == "nccl" else [256 << 10, 1 << 20, 4 << 20, 16 << 20]
 

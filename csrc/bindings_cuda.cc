@@ -5,7 +5,6 @@
 #include <nccl.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -29,6 +28,21 @@ std::string hexPointer(uintptr_t p) {
   return buf;
 }
 
+// The IPC setup's all-gather, over the communicator's host transport.
+IpcAllreduce::Exchange hostExchange(Communicator& comm) {
+  if (!comm.hasHostTransport()) return nullptr;
+  return [&comm](const void* mine, size_t bytes, void* all) {
+    std::vector<std::string> got = comm.allgatherBytes(std::string(static_cast<const char*>(mine), bytes));
+    for (size_t q = 0; q < got.size(); ++q) {
+      if (got[q].size() != bytes)
+        RR_THROW(MismatchError, "IPC setup: rank " + std::to_string(q) + " sent " +
+                                    std::to_string(got[q].size()) + " bytes, expected " +
+                                    std::to_string(bytes));
+      std::memcpy(static_cast<char*>(all) + q * bytes, got[q].data(), bytes);
+    }
+  };
+}
+
 NcclEngine& ncclEngineOf(Communicator& comm, int device) {
   auto* e = dynamic_cast<NcclEngine*>(comm.findEngine(device));
   if (!e)
@@ -36,6 +50,11 @@ NcclEngine& ncclEngineOf(Communicator& comm, int device) {
                         " (run a ringreduce collective on a buffer there first, with backend "
                         "'nccl' or None)");
   return *e;
+}
+
+void refuseSecondEngine(Communicator& comm, int device) {
+  if (comm.findEngine(device))
+    throw ArgumentError("this communicator already has an engine for cuda:" + std::to_string(device));
 }
 
 }  // namespace
@@ -71,6 +90,15 @@ void bindCuda(py::module_& m) {
       },
       py::arg("ptr"), "CUDA device ordinal of a device pointer.");
 
+  m.def(
+      "device_bus_id",
+      [](int device) {
+        char id[32] = {};
+        RR_CUDA_CHECK(cudaDeviceGetPCIBusId(id, sizeof id, device));
+        return std::string(id);
+      },
+      py::arg("device"), "PCI bus id of a GPU (ranks on one GPU share it).");
+
   m.def("nccl_unique_id", [] {
     ncclUniqueId id;
     RR_NCCL_CHECK(ncclGetUniqueId(&id));
@@ -83,67 +111,60 @@ void bindCuda(py::module_& m) {
         if (uid.size() != sizeof(ncclUniqueId))
           throw ArgumentError("an NCCL unique id has " + std::to_string(sizeof(ncclUniqueId)) +
                               " bytes, got " + std::to_string(uid.size()));
-        if (comm.findEngine(device))
-          throw ArgumentError("this communicator already has an engine for cuda:" +
-                              std::to_string(device));
+        refuseSecondEngine(comm, device);
         ncclUniqueId id;
         std::memcpy(id.internal, uid.data(), sizeof id.internal);
         comm.addEngine(std::make_unique<NcclEngine>(device, comm.rank(), comm.size(), id,
-                                                     comm.options().timeoutSec));
+                                                     comm.options().timeoutSec, hostExchange(comm)));
       },
       py::arg("comm"), py::arg("device"), py::arg("unique_id"),
       py::call_guard<py::gil_scoped_release>(),
       "Collective: create the NCCL engine for `device` on every rank with the same id.");
 
   m.def(
-      "mpi_device_path",
-      [](bool cudaAware) {
-        return std::string(mpiDevicePath(cudaAware, std::getenv("RINGREDUCE_MPI_DEVICE_PATH")));
+      "device_host_path",
+      [](bool cudaAware, const std::string& setting) {
+        return std::string(deviceHostPath(cudaAware, setting));
       },
-      py::arg("cuda_aware"),
-      "'direct' or 'staged': how device buffers travel over MPI (RINGREDUCE_MPI_DEVICE_PATH "
-      "overrides).");
+      py::arg("cuda_aware"), py::arg("setting"),
+      "'direct' or 'staged': how device buffers travel over a host transport.");
 
   m.def(
-      "add_mpi_device_engine",
-      [](Communicator& comm, int device) {
+      "add_host_path_engine",
+      [](Communicator& comm, int device, const std::string& setting) {
+        refuseSecondEngine(comm, device);
+        if (!comm.hasHostTransport())
+          throw ArgumentError("device buffers over the host transport need one (backend 'mpi' "
+                              "under mpirun, 'ucx' elsewhere)");
+        bool cudaAware = false;
 #ifdef RR_HAVE_MPI
-        if (comm.findEngine(device))
-          throw ArgumentError("this communicator already has an engine for cuda:" +
-                              std::to_string(device));
-        const char* path =
-            mpiDevicePath(MpiTransport::cudaAware(), std::getenv("RINGREDUCE_MPI_DEVICE_PATH"));
-        int inited = 0;
-        MPI_Initialized(&inited);
-        if (!inited)
-          throw ArgumentError("MPI is not initialised; device buffers over MPI need "
-                              "init(backend='mpi') under mpirun");
-        comm.addEngine(
-            std::make_unique<MpiDeviceEngine>(device, std::strcmp(path, "staged") == 0));
-        return std::string(path);
-#else
-        (void)comm;
-        (void)device;
-        throw ArgumentError("ringreduce was built without MPI: no device engine over MPI");
+        cudaAware = comm.hostTransport().name() == "mpi" && MpiTransport::cudaAware();
 #endif
+        const char* path = deviceHostPath(cudaAware, setting);
+        if (std::strcmp(path, "direct") == 0 && !cudaAware)
+          throw ArgumentError("the direct device path needs a CUDA-aware MPI, and this one is "
+                              "not; unset RINGREDUCE_MPI_DEVICE_PATH or set it to 'staged'");
+        comm.addEngine(std::make_unique<HostPathEngine>(device, comm.hostTransport(),
+                                                         std::strcmp(path, "staged") == 0,
+                                                         comm.options().timeoutSec,
+                                                         hostExchange(comm)));
+        return std::string(path);
       },
-      py::arg("comm"), py::arg("device"), py::call_guard<py::gil_scoped_release>(),
-      "Collective: add the engine that moves device buffers over MPI; returns its path.");
+      py::arg("comm"), py::arg("device"), py::arg("setting") = "",
+      py::call_guard<py::gil_scoped_release>(),
+      "Collective: the engine that moves device buffers over the host transport (with the IPC "
+      "algorithms beside it); returns its path.");
 
   m.def(
       "nccl_native_allreduce",
-      [](Communicator& comm, uintptr_t in, uintptr_t out, int64_t count, int dtype, int op,
+      [](Communicator& comm, uintptr_t in, uintptr_t out, int64_t count, DType dtype, ReduceOp op,
          int device, uintptr_t stream) {
-        if (dtype < 0 || dtype >= kNumDTypes)
-          throw ArgumentError("unknown dtype code " + std::to_string(dtype));
-        if (op < 0 || op >= kNumOps) throw ArgumentError("unknown op code " + std::to_string(op));
         ncclEngineOf(comm, device).nativeAllreduce(reinterpret_cast<const void*>(in),
-                                                   reinterpret_cast<void*>(out), count,
-                                                   static_cast<DType>(dtype),
-                                                   static_cast<ReduceOp>(op), stream);
+                                                   reinterpret_cast<void*>(out), count, dtype, op,
+                                                   stream);
       },
       py::arg("comm"), py::arg("inp"), py::arg("out"), py::arg("count"), py::arg("dtype"),
       py::arg("op"), py::arg("device"), py::arg("stream"),
       py::call_guard<py::gil_scoped_release>(),
-      "ncclAllReduce on the engine's communicator, enqueued on `stream` (baseline).");
+      "ncclAllReduce on the engine's communicator, enqueued on `stream` (a benchmark baseline).");
 }

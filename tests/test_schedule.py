@@ -13,7 +13,9 @@ CASES = [(n, count, chunk) for n in [1, 2, 3, 4, 5, 7, 8, 16, 64]
 
 @pytest.mark.parametrize("n,count,chunk", CASES)
 def test_chunks_cover_every_element_once(n, count, chunk):
-    spans = _C.schedule_chunks(count, n, chunk)
+    sched = _C.RingSchedule(count, n, chunk)
+    spans = [(seg, c, *sched.chunk(seg, c)) for seg in range(n)
+             for c in range(sched.chunks_per_segment)]
     hits = np.zeros(count, dtype=np.int64)
     per_segment = {}
     for seg, c, off, cnt in spans:
@@ -33,7 +35,9 @@ def test_chunks_cover_every_element_once(n, count, chunk):
 
 @pytest.mark.parametrize("n", [2, 3, 4, 8])
 def test_steps_form_a_ring(n):
-    steps = {r: _C.schedule_steps(n, r) for r in range(n)}
+    s = _C.RingSchedule(n, n, 1)
+    steps = {r: [(s.rs_send_segment(r, t), s.rs_recv_segment(r, t), s.ag_send_segment(r, t),
+                  s.ag_recv_segment(r, t)) for t in range(n - 1)] for r in range(n)}
     for r in range(n):
         left = (r - 1) % n
         for t in range(n - 1):

@@ -54,6 +54,8 @@ class Communicator {
   // The device engine serving `device`, or null.
   Engine* findEngine(int device) const;
   bool hasHostTransport() const { return engines_[0]->transport().size() == size_; }
+  // The host engine's transport (device engines stage over it).
+  Transport& hostTransport() { return engines_[0]->transport(); }
 
   int rank() const { return rank_; }
   int size() const { return size_; }

@@ -1,16 +1,11 @@
 #include "comm/cuda_engine.h"
 
-#include <cstdlib>
-
-#include <cstring>
 #include <thread>
 
+#include "algo/host_algorithms.h"
+#include "algo/ipc_algorithms.h"
 #include "common/cuda_check.h"
 #include "common/errors.h"
-#ifdef RR_HAVE_MPI
-#include "transport/mpi_device_transport.h"
-#include "transport/mpi_transport.h"
-#endif
 
 namespace rr {
 namespace {
@@ -21,11 +16,8 @@ class StreamCompletion : public Completion {
   StreamCompletion(int device, int rank, cudaEvent_t event, std::shared_ptr<NcclComm> nccl)
       : device_(device), rank_(rank), event_(event), nccl_(std::move(nccl)) {}
   ~StreamCompletion() override {
-    int prev = -1;
-    cudaGetDevice(&prev);
-    cudaSetDevice(device_);
-    cudaEventDestroy(event_);  // released by the runtime once the work completes
-    if (prev >= 0 && prev != device_) cudaSetDevice(prev);
+    // Released by the runtime once the recorded work completes.
+    DeviceGuard::noThrow(device_, [&] { cudaEventDestroy(event_); });
   }
 
   bool query() override {
@@ -90,8 +82,11 @@ ncclDataType_t ncclType(DType t) {
     case DType::kUInt8: return ncclUint8;
     case DType::kInt32: return ncclInt32;
     case DType::kInt64: return ncclInt64;
+    case DType::kUInt32: return ncclUint32;
+    case DType::kUInt64: return ncclUint64;
+    default: break;
   }
-  RR_THROW(ArgumentError, "unknown dtype code " + std::to_string(static_cast<int>(t)));
+  RR_THROW(ArgumentError, std::string("native NCCL has no ") + dtypeName(t));
 }
 
 ncclRedOp_t ncclOp(ReduceOp op) {
@@ -101,23 +96,23 @@ ncclRedOp_t ncclOp(ReduceOp op) {
     case ReduceOp::kMin: return ncclMin;
     case ReduceOp::kMax: return ncclMax;
     case ReduceOp::kAvg: return ncclAvg;
+    default: break;
   }
-  RR_THROW(ArgumentError, "unknown op code " + std::to_string(static_cast<int>(op)));
+  RR_THROW(ArgumentError, std::string("native NCCL has no op ") + opName(op));
 }
 
 }  // namespace
 
-const char* mpiDevicePath(bool cudaAware, const char* override) {
-  if (override && *override) {
-    if (std::strcmp(override, "direct") == 0) return "direct";
-    if (std::strcmp(override, "staged") == 0) return "staged";
-    RR_THROW(ArgumentError, std::string("RINGREDUCE_MPI_DEVICE_PATH must be 'direct' or "
-                                        "'staged', got '") + override + "'");
-  }
+const char* deviceHostPath(bool cudaAware, const std::string& setting) {
+  if (setting == "direct") return "direct";
+  if (setting == "staged") return "staged";
+  if (!setting.empty() && setting != "auto")
+    RR_THROW(ArgumentError, "RINGREDUCE_MPI_DEVICE_PATH must be auto, direct or staged, got '" +
+                                setting + "'");
   return cudaAware ? "direct" : "staged";
 }
 
-CudaEngineBase::CudaEngineBase(int device) : device_(device) {
+CudaEngineBase::CudaEngineBase(int device, int rank) : device_(device), rank_(rank) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
   if (device < 0 || device >= count)
@@ -130,26 +125,45 @@ CudaEngineBase::CudaEngineBase(int device) : device_(device) {
     RR_CUDA_CHECK(cudaStreamCreateWithFlags(&reduce_, cudaStreamNonBlocking));
     RR_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
     RR_CUDA_CHECK(cudaEventCreateWithFlags(&callerReady_, cudaEventDisableTiming));
-    RR_CUDA_CHECK(cudaEventCreateWithFlags(&sideDone_, cudaEventDisableTiming));
   } catch (...) {
     if (reduce_) cudaStreamDestroy(reduce_);
     if (side_) cudaStreamDestroy(side_);
-    if (callerReady_) cudaEventDestroy(callerReady_);
     throw;
   }
+  reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
+  workspace_ = std::make_unique<DeviceWorkspace>(device_, reduce_);
+  algorithms_ = makeHostAlgorithms();
 }
 
 CudaEngineBase::~CudaEngineBase() {
-  int prev = -1;
-  cudaGetDevice(&prev);
-  cudaSetDevice(device_);
-  cudaStreamSynchronize(side_);
-  cudaStreamSynchronize(reduce_);
-  cudaEventDestroy(callerReady_);
-  cudaEventDestroy(sideDone_);
-  cudaStreamDestroy(side_);
-  cudaStreamDestroy(reduce_);
-  if (prev >= 0 && prev != device_) cudaSetDevice(prev);
+  algorithms_.clear();
+  ipc_.reset();
+  workspace_.reset();
+  reducer_.reset();
+  DeviceGuard::noThrow(device_, [&] {
+    cudaStreamSynchronize(side_);
+    cudaStreamSynchronize(reduce_);
+    cudaEventDestroy(callerReady_);
+    cudaStreamDestroy(side_);
+    cudaStreamDestroy(reduce_);
+  });
+}
+
+void CudaEngineBase::setUpIpc(int size, IpcAllreduce::Exchange exchange, double timeoutSec) {
+  if (size < 2) return;
+  ipc_ = std::make_unique<IpcAllreduce>(
+      rank_, size, device_, kIpcBufferBytes, std::move(exchange),
+      // Past the communicator's deadline, so the watchdog (which names the
+      // collective and poisons the communicator) acts first.
+      std::min(timeoutSec, 1e6) + 2.0);
+  algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kOneShot, reduce_));
+  algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kTwoShot, reduce_));
+}
+
+std::vector<Algorithm*> CudaEngineBase::algorithms() {
+  std::vector<Algorithm*> v;
+  for (auto& a : algorithms_) v.push_back(a.get());
+  return v;
 }
 
 void CudaEngineBase::begin(uintptr_t callerStream) {
@@ -173,33 +187,26 @@ std::shared_ptr<Completion> CudaEngineBase::end() {
   return std::make_shared<StreamCompletion>(device_, rank_, done, ncclHandle());
 }
 
-NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec)
-    : CudaEngineBase(device) {
-  rank_ = rank;
+void CudaEngineBase::abort() noexcept {
+  // IPC kernels spin on peers: free them first.
+  if (ipc_) ipc_->abort();
+  transport().abort();
+}
+
+NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec,
+                       IpcAllreduce::Exchange exchange)
+    : CudaEngineBase(device, rank), size_(size) {
   DeviceGuard g(device_);
   ncclComm_t comm = nullptr;
   RR_NCCL_CHECK(ncclCommInitRank(&comm, size, id, rank));
   comm_ = std::make_shared<NcclComm>(comm, device_, rank);
   transport_ = std::make_unique<NcclTransport>(comm_, size, reduce_, side_);
-  reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
-  size_ = size;
-  // The IPC path is set up collectively here, where every rank is anyway.
-  // It disables itself on every rank together when peers cannot map each
-  // other's memory (no P2P, several hosts); then the ring serves all sizes.
-  const char* algo = std::getenv("RINGREDUCE_ALGO");
-  std::string a = algo ? algo : "auto";
-  if (a != "auto" && a != "ring" && a != "ipc")
-    RR_THROW(ArgumentError, "RINGREDUCE_ALGO must be auto, ring or ipc, got '" + a + "'");
-  if (a != "ring" && size > 1)
-    ipc_ = std::make_unique<IpcAllreduce>(
-        rank, size, device_, kIpcBufferBytes,
-        [this](const void* mine, size_t bytes, void* all) { exchangeBytes(mine, bytes, all); },
-        // Past the communicator's deadline, so the watchdog (which names the
-        // collective and poisons the communicator) acts first.
-        timeoutSec + 2.0);
+  if (!exchange)
+    exchange = [this](const void* mine, size_t bytes, void* all) { ncclExchange(mine, bytes, all); };
+  setUpIpc(size, std::move(exchange), timeoutSec);
 }
 
-void NcclEngine::exchangeBytes(const void* mine, size_t bytes, void* all) {
+void NcclEngine::ncclExchange(const void* mine, size_t bytes, void* all) {
   DeviceGuard g(device_);
   char* d = nullptr;
   RR_CUDA_CHECK(cudaMalloc(&d, bytes * (size_ + 1)));
@@ -215,24 +222,6 @@ void NcclEngine::exchangeBytes(const void* mine, size_t bytes, void* all) {
   RR_CUDA_CHECK(cudaFree(d));
 }
 
-void NcclEngine::abort() noexcept {
-  if (ipc_) ipc_->abort();
-  comm_->abort();
-}
-
-bool NcclEngine::fastAllreduce(const void* in, void* out, int64_t count, DType dtype,
-                               ReduceOp op) {
-  if (!ipc_ || !ipc_->enabled() || !ipc_->supports(count, dtype, op)) return false;
-  DeviceGuard g(device_);
-  ipc_->run(in, out, count, dtype, op, reduce_);
-  return true;
-}
-
-std::string NcclEngine::allreducePath(int64_t count, DType dtype, ReduceOp op) {
-  if (!ipc_ || !ipc_->enabled() || !ipc_->supports(count, dtype, op)) return "ring";
-  return std::string("ipc-") + ipc_->algorithmFor(count, dtype);
-}
-
 void NcclEngine::nativeAllreduce(const void* in, void* out, int64_t count, DType dtype,
                                  ReduceOp op, uintptr_t stream) {
   RR_CHECK_ARG(count >= 0, "count must be >= 0, got " + std::to_string(count));
@@ -242,21 +231,11 @@ void NcclEngine::nativeAllreduce(const void* in, void* out, int64_t count, DType
                               comm_->get(), reinterpret_cast<cudaStream_t>(stream)));
 }
 
-#ifdef RR_HAVE_MPI
-MpiDeviceEngine::MpiDeviceEngine(int device, bool staged) : CudaEngineBase(device) {
-  if (!staged && !MpiTransport::cudaAware())
-    RR_THROW(ArgumentError, "the direct MPI device path needs a CUDA-aware MPI, and this one is "
-                            "not; unset RINGREDUCE_MPI_DEVICE_PATH or set it to 'staged'");
-  auto host = std::make_unique<MpiTransport>();
-  rank_ = host->rank();
-  transport_ = std::make_unique<MpiDeviceTransport>(std::move(host), device_, staged, reduce_, side_);
-  reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
+HostPathEngine::HostPathEngine(int device, Transport& host, bool staged, double timeoutSec,
+                               IpcAllreduce::Exchange exchange)
+    : CudaEngineBase(device, host.rank()) {
+  transport_ = std::make_unique<StagedDeviceTransport>(host, device_, staged, reduce_, side_);
+  setUpIpc(host.size(), std::move(exchange), timeoutSec);
 }
-
-void MpiDeviceEngine::joinSideStream() {
-  RR_CUDA_CHECK(cudaEventRecord(sideDone_, side_));
-  RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, sideDone_, 0));
-}
-#endif
 
 }  // namespace rr

@@ -1,81 +1,96 @@
 // Engines for device memory. Each owns its device ordinal, a reduction
 // stream (the communicator's stream: reductions, and everything the caller
-// waits on), a second stream for transfers or staging copies, a transport
-// and a CudaReducer on the reduction stream.
+// waits on), a second stream for transfers or staging copies, a transport, a
+// CudaReducer and a workspace on the reduction stream, and the algorithms it
+// offers: the host algorithms over its transport, plus the CUDA-IPC ones
+// when every rank's GPU can map every other's memory.
 //
 //   caller stream --event--> reduction stream: reduce, reduce, ... --event--> Completion
 //                              ^  |                ^
-//                     finish() |  | start()        | join at end()
+//                       wait() |  | start()        | join at end()
 //                              |  v                |
 //                            comm / copy stream: transfers
 //
-// Nothing here blocks the host except Completion::synchronize and the MPI
-// paths' waits for the wire.
+// Nothing here blocks the host except Completion::synchronize and the
+// staged paths' waits for the wire.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/engine.h"
 #include "common/dtypes.h"
 #include "ipc/ipc_allreduce.h"
 #include "reduce/reduce_cuda.h"
+#include "reduce/workspace_cuda.h"
 #include "transport/nccl_transport.h"
+#include "transport/staged_device_transport.h"
 
 namespace rr {
 
-// Which way device buffers travel over MPI: "direct" (CUDA-aware MPI takes
-// device pointers) or "staged" (pinned host pipeline). `override` is the
-// value of RINGREDUCE_MPI_DEVICE_PATH (null or empty: none); any value other
-// than direct or staged is an ArgumentError.
-const char* mpiDevicePath(bool cudaAware, const char* override);
+// Which way device buffers travel over a host transport: "direct"
+// (CUDA-aware MPI takes device pointers) or "staged" (pinned host pipeline).
+// `setting` is RINGREDUCE_MPI_DEVICE_PATH ("" or "auto": decide by
+// cudaAware); anything else is an ArgumentError.
+const char* deviceHostPath(bool cudaAware, const std::string& setting);
 
-// Owns the device ordinal and the two streams; the base of both engines.
+// Owns the device ordinal, the streams, reducer, workspace and algorithms.
 class CudaEngineBase : public Engine {
  public:
   int device() const override { return device_; }
-  cudaStream_t reductionStream() const { return reduce_; }
+  Reducer& reducer() override { return *reducer_; }
+  Workspace& workspace() override { return *workspace_; }
+  std::vector<Algorithm*> algorithms() override;
   void begin(uintptr_t callerStream) override;
   std::shared_ptr<Completion> end() override;
+  void abort() noexcept override;
+
+  // Per-rank IPC buffer: holds the one-shot inputs and the two-shot rounds.
+  static constexpr size_t kIpcBufferBytes = size_t(128) << 20;
 
  protected:
-  // Derived engines' members (transport, reducer) are destroyed before this
-  // base's destructor releases the streams they use.
-  explicit CudaEngineBase(int device);
+  // Derived engines' members (transport) are destroyed before this base's
+  // destructor releases the streams they use.
+  CudaEngineBase(int device, int rank);
   ~CudaEngineBase() override;
+  // Collective: sets up the IPC algorithms over `exchange` (an all-gather of
+  // a few bytes per rank). They disable themselves on every rank together
+  // when peers cannot map each other's memory.
+  void setUpIpc(int size, IpcAllreduce::Exchange exchange, double timeoutSec);
   // Orders the side stream's work before later reduction-stream work.
   virtual void joinSideStream() = 0;
-  // What the Completion needs to watch and abort; null for MPI engines.
+  // What the Completion needs to watch and abort; null without NCCL.
   virtual std::shared_ptr<NcclComm> ncclHandle() const { return nullptr; }
-  int device_, rank_ = 0;
+
+  int device_, rank_;
   cudaStream_t reduce_ = nullptr, side_ = nullptr;
-  cudaEvent_t callerReady_ = nullptr, sideDone_ = nullptr;
+  cudaEvent_t callerReady_ = nullptr;
+  std::unique_ptr<CudaReducer> reducer_;
+  std::unique_ptr<DeviceWorkspace> workspace_;
+  std::unique_ptr<IpcAllreduce> ipc_;
+  std::vector<std::unique_ptr<Algorithm>> algorithms_;
 };
 
 class NcclEngine : public CudaEngineBase {
  public:
-  // Collective over all `size` ranks: every rank passes the same id.
-  // timeoutSec bounds how long an IPC kernel waits for a peer.
-  NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec);
+  // Collective over all `size` ranks: every rank passes the same id. The
+  // IPC setup bytes travel over `exchange` (the host transport), or over
+  // NCCL itself when it is null. timeoutSec bounds how long an IPC kernel
+  // waits for a peer.
+  NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec,
+             IpcAllreduce::Exchange exchange);
   // Each grouped send/receive costs NCCL a fixed setup, so device chunks are
   // large: 64 MiB measured best on 2xH200 from 16 MiB to 1 GiB.
   int64_t preferredChunkBytes() const override { return 64 << 20; }
   Transport& transport() override { return *transport_; }
-  Reducer& reducer() override { return *reducer_; }
-  // Per-rank IPC buffer: holds the one-shot inputs and the two-shot rounds.
-  static constexpr size_t kIpcBufferBytes = size_t(128) << 20;
 
-  void abort() noexcept override;
-  bool fastAllreduce(const void* in, void* out, int64_t count, DType dtype, ReduceOp op) override;
-  std::string allreducePath(int64_t count, DType dtype, ReduceOp op) override;
-
-  // The communicator, for callers that run NCCL's own collectives on it
-  // (the benchmark baseline; later, a size-dependent fast path).
-  ncclComm_t ncclComm() const { return comm_->get(); }
-  // ncclAllReduce on `stream` (the caller's), ordered like any kernel there.
+  // ncclAllReduce on `stream` (the caller's), ordered like any kernel there:
+  // the benchmark's baseline on the same communicator.
   void nativeAllreduce(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
                        uintptr_t stream);
 
@@ -84,36 +99,30 @@ class NcclEngine : public CudaEngineBase {
   std::shared_ptr<NcclComm> ncclHandle() const override { return comm_; }
 
  private:
-  // All-gather of a few host bytes over NCCL, for setting up the IPC path.
-  void exchangeBytes(const void* mine, size_t bytes, void* all);
+  // All-gather of a few host bytes over NCCL (when there is no host transport).
+  void ncclExchange(const void* mine, size_t bytes, void* all);
 
   std::shared_ptr<NcclComm> comm_;
   std::unique_ptr<NcclTransport> transport_;
-  std::unique_ptr<CudaReducer> reducer_;
-  // Single-host fast path (CUDA IPC over NVLink); null when RINGREDUCE_ALGO=ring.
-  std::unique_ptr<IpcAllreduce> ipc_;
   int size_ = 1;
 };
 
-#ifdef RR_HAVE_MPI
-// Device buffers over MPI, direct or staged (see mpi_device_transport.h).
-// Collective: duplicates MPI_COMM_WORLD.
-class MpiDeviceEngine : public CudaEngineBase {
+// Device buffers over the communicator's host transport (MPI, UCX, or the
+// loopback), staged through pinned memory or direct, with the IPC
+// algorithms beside it. This is the engine for backend "mpi", and for ranks
+// that share one GPU (where NCCL refuses to run).
+class HostPathEngine : public CudaEngineBase {
  public:
-  MpiDeviceEngine(int device, bool staged);
-
+  // Collective. `host` (the host engine's transport) outlives the engine.
+  HostPathEngine(int device, Transport& host, bool staged, double timeoutSec,
+                 IpcAllreduce::Exchange exchange);
   Transport& transport() override { return *transport_; }
-  Reducer& reducer() override { return *reducer_; }
 
  protected:
-  // Staging copies on the side stream always precede a host-side wait that
-  // the reduction stream's later work follows; joining keeps end() uniform.
-  void joinSideStream() override;
+  void joinSideStream() override { transport_->join(); }
 
  private:
-  std::unique_ptr<Transport> transport_;
-  std::unique_ptr<CudaReducer> reducer_;
+  std::unique_ptr<StagedDeviceTransport> transport_;
 };
-#endif
 
 }  // namespace rr

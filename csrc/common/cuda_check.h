@@ -45,6 +45,19 @@ class DeviceGuard {
   ~DeviceGuard() {
     if (prev_ >= 0) cudaSetDevice(prev_);
   }
+  // For destructors and other no-throw paths: runs `body` with `device`
+  // current, then restores the caller's device. Never throws.
+  template <class F>
+  static void noThrow(int device, F&& body) noexcept {
+    int prev = -1;
+    if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+    if (prev != device) cudaSetDevice(device);
+    try {
+      body();
+    } catch (...) {
+    }
+    if (prev >= 0 && prev != device) cudaSetDevice(prev);
+  }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 

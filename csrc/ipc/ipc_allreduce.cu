@@ -290,7 +290,9 @@ bool IpcAllreduce::peersReachable(int device, const std::vector<std::string>& bu
       return no("GPU " + id + " is not visible in this process (CUDA_VISIBLE_DEVICES?): " +
                 cudaGetErrorString(e));
     }
-    if (other == device) return no("two ranks share GPU " + id);
+    // Two ranks on one GPU map each other's memory within the device: no
+    // peer access is needed (this is how one-GPU machines test the path).
+    if (other == device) continue;
     int ok = 0;
     e = cudaDeviceCanAccessPeer(&ok, device, other);
     if (e != cudaSuccess) {
@@ -315,7 +317,13 @@ int64_t IpcAllreduce::oneShotLimit() const {
   return std::min<int64_t>(limit, static_cast<int64_t>(halfBytes_) / std::max(1, worldSize_));
 }
 
-IpcPlan IpcAllreduce::plan(int64_t count, DType dtype) const {
+bool IpcAllreduce::oneShotFits(int64_t count, DType dtype) const {
+  const int64_t es = static_cast<int64_t>(dtypeSize(dtype));
+  const int64_t pack = kIpcVecBytes / es;
+  return worldSize_ * ipcRoundUp(count, pack) * es <= static_cast<int64_t>(halfBytes_);
+}
+
+IpcPlan IpcAllreduce::plan(int64_t count, DType dtype, int algo) const {
   IpcPlanInput in;
   in.count = count;
   in.elemBytes = static_cast<int64_t>(dtypeSize(dtype));
@@ -324,7 +332,7 @@ IpcPlan IpcAllreduce::plan(int64_t count, DType dtype) const {
   in.maxBlocks =
       std::max(1, std::min(kMaxBlocks, tuning_.maxBlocks > 0 ? tuning_.maxBlocks : minSmCount_));
   in.threads = kThreads;
-  in.algo = tuning_.algo;
+  in.algo = algo != IpcTuning::kAuto ? algo : tuning_.algo;
   in.oneShotMaxBytes = oneShotLimit();
   in.roundBytes = static_cast<int64_t>(tuning_.roundBytes);
   return planIpc(in);
@@ -333,7 +341,7 @@ IpcPlan IpcAllreduce::plan(int64_t count, DType dtype) const {
 const char* IpcAllreduce::algorithmFor(int64_t count, DType dtype) const {
   if (worldSize_ == 1) return "copy";
   if (!enabled_ || !dtypeSupported(dtype) || count <= 0) return "none";
-  return plan(count, dtype).oneShot ? "one_shot" : "two_shot";
+  return plan(count, dtype, IpcTuning::kAuto).oneShot ? "one_shot" : "two_shot";
 }
 
 void IpcAllreduce::setTuning(const IpcTuning& t) {
@@ -355,7 +363,7 @@ void IpcAllreduce::abort() noexcept {
 bool IpcAllreduce::failed() const noexcept { return abortHost_ && *abortHost_ != 0; }
 
 void IpcAllreduce::run(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, int algo) {
   RR_CHECK_ARG(count >= 0, "IpcAllreduce: count must be >= 0, got " + std::to_string(count));
   if (count == 0) return;
   if (failed())
@@ -387,7 +395,10 @@ void IpcAllreduce::run(const void* in, void* out, int64_t count, DType dtype, Re
     RR_CUDA_CHECK(cudaStreamWaitEvent(stream, order_, 0));
   }
 
-  const IpcPlan g = plan(count, dtype);
+  if (algo == IpcTuning::kOneShot && !oneShotFits(count, dtype))
+    throw ArgumentError("IpcAllreduce: a one-shot of " + std::to_string(count) + " " +
+                        dtypeName(dtype) + " does not fit the IPC buffer");
+  const IpcPlan g = plan(count, dtype, algo);
   const Args a = makeArgs(g, in, out, count, rank_, worldSize_, flagBase_, peers_.data(),
                           halfBytes_, calls_, abortDevice_, static_cast<uint64_t>(timeoutNs_));
   const bool vec = (reinterpret_cast<uintptr_t>(in) % kVecBytes) == 0 &&

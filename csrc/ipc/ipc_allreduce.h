@@ -65,8 +65,12 @@ class IpcAllreduce {
   // in may equal out. Calls must be made in the same order with the same
   // count/dtype/op on every rank. Not capturable in a CUDA graph (each call
   // bakes a new flag epoch into the launch). Not thread-safe.
+  // `algo` (IpcTuning::Algo) forces one-shot or two-shot; kAuto follows the
+  // tuning. A forced one-shot that does not fit the buffer is an ArgumentError.
   void run(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
-           cudaStream_t stream);
+           cudaStream_t stream, int algo = IpcTuning::kAuto);
+  // True when a one-shot of `count` elements fits one half of the buffer.
+  bool oneShotFits(int64_t count, DType dtype) const;
 
   // Which algorithm run() picks for this size ("one_shot" or "two_shot").
   const char* algorithmFor(int64_t count, DType dtype) const;
@@ -86,10 +90,10 @@ class IpcAllreduce {
   int worldSize() const { return worldSize_; }
   size_t bufferBytes() const { return bufferBytes_; }
 
-  // True when `device` can use P2P to every peer GPU named by PCI bus id
-  // (the peers' ids only, not the caller's). A GPU that is not visible in
-  // this process, or is `device` itself (two ranks on one GPU), counts as
-  // unreachable; `why` names the first failure.
+  // True when `device` can reach every peer GPU named by PCI bus id (the
+  // peers' ids only, not the caller's): by P2P, or because the peer is this
+  // very GPU (several ranks on one GPU). A GPU not visible in this process
+  // counts as unreachable; `why` names the first failure.
   static bool peersReachable(int device, const std::vector<std::string>& busIds,
                              std::string* why = nullptr);
 
@@ -97,7 +101,7 @@ class IpcAllreduce {
   static constexpr int kMaxBlocks = 160;
 
  private:
-  IpcPlan plan(int64_t count, DType dtype) const;
+  IpcPlan plan(int64_t count, DType dtype, int algo) const;
   int64_t oneShotLimit() const;
   void releaseAll() noexcept;
 

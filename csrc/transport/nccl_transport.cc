@@ -82,21 +82,23 @@ cudaEvent_t NcclTransport::takeEvent() {
   return e;
 }
 
-void NcclTransport::start(const void* send, size_t sendBytes, void* recv, size_t recvBytes) {
+Transport::ExchangeId NcclTransport::start(const Xfer* sends, int numSends, const Xfer* recvs,
+                                           int numRecvs) {
   DeviceGuard g(comm_->device());
   ncclComm_t comm = comm_->get();
-  // The send may read what the last reduction wrote, and the receive may
-  // land in a slot an issued reduction still reads: wait for both.
+  // The sends may read what the last reduction wrote, and the receives may
+  // land in slots an issued reduction still reads: wait for both.
   RR_CUDA_CHECK(cudaEventRecord(reduceDone_, reduce_));
   RR_CUDA_CHECK(cudaStreamWaitEvent(commStream_, reduceDone_, 0));
-  if (sendBytes > 0 || recvBytes > 0) {
-    const int right = (rank() + 1) % size_, left = (rank() - 1 + size_) % size_;
+  if (numSends > 0 || numRecvs > 0) {
     RR_NCCL_CHECK(ncclGroupStart());
     try {
       // p2p transfers are byte streams inside NCCL: ncclUint8 loses nothing
       // to a wider type, and counts are size_t, so no splitting is needed.
-      if (sendBytes > 0) RR_NCCL_CHECK(ncclSend(send, sendBytes, ncclUint8, right, comm, commStream_));
-      if (recvBytes > 0) RR_NCCL_CHECK(ncclRecv(recv, recvBytes, ncclUint8, left, comm, commStream_));
+      for (int i = 0; i < numSends; ++i)
+        RR_NCCL_CHECK(ncclSend(sends[i].data, sends[i].bytes, ncclUint8, sends[i].peer, comm, commStream_));
+      for (int i = 0; i < numRecvs; ++i)
+        RR_NCCL_CHECK(ncclRecv(recvs[i].data, recvs[i].bytes, ncclUint8, recvs[i].peer, comm, commStream_));
     } catch (...) {
       ncclGroupEnd();  // close the group this thread opened before unwinding
       throw;
@@ -104,19 +106,38 @@ void NcclTransport::start(const void* send, size_t sendBytes, void* recv, size_t
     RR_NCCL_CHECK(ncclGroupEnd());
   }
   cudaEvent_t done = takeEvent();
-  inFlight_.push_back(done);
   RR_CUDA_CHECK(cudaEventRecord(done, commStream_));
+  inFlight_.emplace_back(nextId_, done);
+  return nextId_++;
 }
 
-void NcclTransport::finish() {
-  if (inFlight_.empty()) RR_THROW(Error, "finish() without a started exchange");
+cudaEvent_t NcclTransport::eventOf(ExchangeId id) {
+  for (auto& e : inFlight_)
+    if (e.first == id) return e.second;
+  RR_THROW(Error, "unknown NCCL exchange id " + std::to_string(id));
+}
+
+bool NcclTransport::test(ExchangeId id) {
   DeviceGuard g(comm_->device());
-  cudaEvent_t done = inFlight_.front();
-  inFlight_.pop_front();
-  spare_.push_back(done);
+  cudaError_t q = cudaEventQuery(eventOf(id));
+  if (q == cudaErrorNotReady) return false;
+  RR_CUDA_CHECK(q);
+  wait(id);
+  return true;
+}
+
+void NcclTransport::wait(ExchangeId id) {
+  DeviceGuard g(comm_->device());
+  cudaEvent_t done = eventOf(id);
   // The wait captures the event's current record, so the event may be
   // recorded again by a later start() right away.
   RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, done, 0));
+  for (auto it = inFlight_.begin(); it != inFlight_.end(); ++it)
+    if (it->first == id) {
+      inFlight_.erase(it);
+      break;
+    }
+  spare_.push_back(done);
 }
 
 void NcclTransport::join() {

@@ -56,23 +56,34 @@ class NcclTransport : public Transport {
   int size() const override { return size_; }
   std::string name() const override { return "nccl"; }
   bool onDevice() const override { return true; }
+  // NCCL messages carry no tag: the communicator compares fingerprints over
+  // the host transport for calls that use this one.
+  bool carriesTags() const override { return false; }
 
-  void start(const void* send, size_t sendBytes, void* recv, size_t recvBytes) override;
-  void finish() override;
+  // One NCCL group of sends and receives on the comm stream, after the
+  // reductions issued so far (a receive may land in a slot they still read).
+  ExchangeId start(const Xfer* sends, int numSends, const Xfer* recvs, int numRecvs) override;
+  // Complete once the exchange's event has passed; never blocks the host.
+  bool test(ExchangeId id) override;
+  // Orders later reduction-stream work after the exchange (host not blocked).
+  void wait(ExchangeId id) override;
+  void sendNotice(const Notice&, const int*, int) noexcept override {}
   void abort() noexcept override { comm_->abort(); }
 
   // Orders everything issued on the comm stream before later work on the
-  // reduction stream; the engine calls it once the ring has been issued.
+  // reduction stream; the engine calls it once a collective has been issued.
   void join();
 
  private:
   cudaEvent_t takeEvent();
+  cudaEvent_t eventOf(ExchangeId id);
 
   std::shared_ptr<NcclComm> comm_;
   int size_;
   cudaStream_t reduce_, commStream_;
-  cudaEvent_t reduceDone_ = nullptr;       // re-recorded by every start()
-  std::deque<cudaEvent_t> inFlight_;       // one per started exchange, oldest first
+  cudaEvent_t reduceDone_ = nullptr;  // re-recorded by every start()
+  ExchangeId nextId_ = 1;
+  std::deque<std::pair<ExchangeId, cudaEvent_t>> inFlight_;  // started, not yet waited
   std::vector<cudaEvent_t> spare_;
   std::vector<cudaEvent_t> all_;
 };

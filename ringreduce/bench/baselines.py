@@ -72,7 +72,7 @@ class RingReduce(Backend):
     name = "ringreduce"
 
     def setup(self) -> None:
-        from ..comm import new_communicator
+        from ..world import new_communicator
 
         try:
             self.comm = new_communicator(self.comm_backend, chunk_bytes=self.chunk_bytes)
@@ -117,21 +117,27 @@ class NativeNccl(Backend):
     def setup(self) -> None:
         if self.ctx.device != "cuda":
             raise BackendUnavailable("native NCCL takes device buffers only; use --device cuda")
-        from .. import _device
-        from ..comm import new_communicator
+        from .. import _C
+        from ..world import new_communicator
 
-        fn = getattr(_device, "native_nccl_allreduce", None)
-        if fn is None:
-            raise BackendUnavailable("ringreduce._device.native_nccl_allreduce is not in this "
-                                     "build (needs ringreduce built with CUDA and NCCL)")
-        self.fn = fn
+        if not getattr(_C, "has_cuda", False):
+            raise BackendUnavailable("native NCCL needs ringreduce built with CUDA and NCCL")
         try:
             self.comm = new_communicator("nccl")
         except Exception as e:
             raise BackendUnavailable(f"cannot create an NCCL communicator: {e}") from None
 
     def run(self, inp: Any, out: Optional[Any], op: str) -> None:
-        self.fn(self.comm, inp, out=out, op=op)
+        from .. import _C
+        from .._buffers import as_buffer, torch_current_stream
+
+        b = as_buffer(inp)
+        ob = b if out is None else as_buffer(out)
+        self.comm._devices.ensure(b)
+        # Ordered on the caller's stream like ringreduce's own calls.
+        _C.nccl_native_allreduce(self.comm._impl, b.ptr, ob.ptr, b.count, b.code,
+                                 _C.ReduceOp.__members__[op], b.device,
+                                 torch_current_stream(b.device))
 
     def close(self) -> None:
         comm = getattr(self, "comm", None)

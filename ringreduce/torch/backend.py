@@ -96,7 +96,7 @@ class RingReduceProcessGroup(dist.ProcessGroup):
         self._comm = comm
         # A communicator built for torchrun without MPI moves device memory
         # only; host tensors are then staged through the current GPU.
-        self._host_ok = comm.backend != "nccl"
+        self._host_ok = comm._impl.has_host_transport
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
