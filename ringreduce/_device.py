@@ -3,7 +3,8 @@
 A communicator serves one GPU per rank, cuda:(local_rank % device_count).
 Device buffers go over NCCL (with the CUDA-IPC algorithms beside it) unless
 the communicator's backend is "mpi", which moves them over MPI (directly when
-MPI is CUDA-aware, through pinned host memory otherwise). Setup bytes (the
+MPI is CUDA-aware, through pinned host memory otherwise), and so do ranks
+that share one GPU (NCCL refuses them; the IPC algorithms serve them). Setup bytes (the
 NCCL unique id) travel over the communicator's own host transport, or through
 a c10d store when it has none.
 """
@@ -29,6 +30,7 @@ class DeviceEngines:
         self._store = store
         self._device: Optional[int] = None
         self._made = 0
+        self.path: Optional[str] = None  # "nccl", "staged" or "direct" once made
 
     @property
     def device(self) -> Optional[int]:
@@ -59,12 +61,25 @@ class DeviceEngines:
                              f"visible) uses cuda:{want}; allocate it there, e.g. after "
                              f"torch.cuda.set_device({want})")
         if self._backend == "mpi":
-            path = settings.get("RINGREDUCE_MPI_DEVICE_PATH")
-            _C.add_mpi_device_engine(self._impl, want, "" if path == "auto" else path)
+            self.path = _C.add_host_path_engine(self._impl, want,
+                                                settings.get("RINGREDUCE_MPI_DEVICE_PATH"))
+        elif self._shares_gpu(want):
+            # NCCL refuses two ranks on one GPU; the IPC algorithms serve
+            # them, and the rest is staged over the host transport.
+            self.path = _C.add_host_path_engine(self._impl, want, "staged")
         else:
             _C.add_nccl_engine(self._impl, want, self._nccl_unique_id())
+            self.path = "nccl"
         self._made += 1
         self._device = want
+
+    def _shares_gpu(self, device: int) -> bool:
+        """True when another rank of this communicator uses the same GPU."""
+        impl = self._impl
+        if impl.size == 1 or not impl.has_host_transport:
+            return False
+        ids = impl.allgather_bytes(_C.device_bus_id(device).encode())
+        return len(set(ids)) < len(ids)
 
     def _nccl_unique_id(self) -> bytes:
         """Rank 0's NCCL unique id, on every rank."""
