@@ -206,6 +206,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("chunk_bytes", &Options::chunkBytes)
       .def_readwrite("device_chunk_bytes", &Options::deviceChunkBytes)
       .def_readwrite("depth", &Options::depth)
+      .def_readwrite("fingerprint", &Options::fingerprint)
       .def_readwrite("check", &Options::check)
       .def_readwrite("nan_check", &Options::nanCheck)
       .def_readwrite("device_fingerprint", &Options::deviceFingerprint)

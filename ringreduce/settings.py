@@ -102,6 +102,9 @@ SETTINGS: Dict[str, Setting] = {s.name: s for s in [
     Setting("RINGREDUCE_BACKEND", "auto", "name", _choice("auto", "mpi", "ucx", "nccl"),
             "The host transport `init()` uses when its backend argument is None: auto is MPI "
             "under mpirun, UCX under other launchers, none for one process."),
+    Setting("RINGREDUCE_FINGERPRINT", True, "flag", _flag,
+            "Every message carries its call's fingerprint, so ranks that disagree on a call raise "
+            "CollectiveMismatch instead of mixing data; 0 only to measure its cost."),
     Setting("RINGREDUCE_CHECK", False, "flag", _flag,
             "Strict mode: ranks agree on the call's fingerprint in an extra exchange before data "
             "moves, so a mismatch leaves the communicator usable (the in-band fingerprint is "
@@ -183,6 +186,7 @@ def make_options(timeout: Optional[float] = None, check: Optional[bool] = None,
     if math.isnan(t) or t <= 0:
         raise ValueError(f"timeout must be > 0 seconds (math.inf for none), got {t!r}")
     o.timeout = t
+    o.fingerprint = get("RINGREDUCE_FINGERPRINT")
     o.check = bool(get("RINGREDUCE_CHECK", check))
     o.nan_check = bool(get("RINGREDUCE_NAN_CHECK", nan_check))
     chunk = get("RINGREDUCE_CHUNK_BYTES", chunk_bytes)

@@ -303,7 +303,7 @@ void Communicator::execute(const Item& item) {
     }
     Engine& engine = engineFor(call);
     const auto deadline = deadlineFromNow();
-    const uint64_t tag = fp::pack(fingerprintOf(call));
+    const uint64_t tag = opt_.fingerprint ? fp::pack(fingerprintOf(call)) : 0;
     const Channel ch = isP2p(call.coll) ? Channel::kPointToPoint : Channel::kCollective;
     for (auto& e : engines_) {
       e->transport().setDeadline(deadline);

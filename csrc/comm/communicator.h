@@ -29,6 +29,9 @@ struct Options {
   int64_t chunkBytes = 1 << 20;  // host engines
   int64_t deviceChunkBytes = 0;  // device engines; 0: the engine's preferred size
   int depth = 2;
+  // Every message carries the call's fingerprint (on by default; off only to
+  // measure what it costs: then every call's tag is 0).
+  bool fingerprint = true;
   bool check = false;     // agree on a fingerprint before moving data (strict mode)
   bool nanCheck = false;  // refuse NaN/Inf input
   // Device calls whose algorithm carries no fingerprint of its own (the ring
