@@ -18,6 +18,10 @@
 #include "algo/call.h"
 #include "algo/select.h"
 #include "comm/engine.h"
+#include "comm/engines.h"
+#include "comm/inflight.h"
+#include "comm/verdicts.h"
+#include "comm/watchdog.h"
 #include "comm/work.h"
 #include "common/dtypes.h"
 #include "common/fingerprint.h"
@@ -55,15 +59,15 @@ class Communicator {
 
   void addEngine(std::unique_ptr<Engine> engine);
   // The device engine serving `device`, or null.
-  Engine* findEngine(int device) const;
-  bool hasHostTransport() const { return engines_[0]->transport().size() == size_; }
+  Engine* findEngine(int device) const { return engines_.find(device); }
+  bool hasHostTransport() const { return engines_.hostSpansWorld(); }
   // The host engine's transport (device engines stage over it).
-  Transport& hostTransport() { return engines_[0]->transport(); }
+  Transport& hostTransport() { return engines_.host().transport(); }
 
   int rank() const { return rank_; }
   int size() const { return size_; }
   Options& options() { return opt_; }
-  std::vector<std::string> engineNames() const;
+  std::vector<std::string> engineNames() const { return engines_.names(); }
   uint64_t sequence() const;
 
   // Which algorithm would run `call` and why. Validates the call.
@@ -91,7 +95,7 @@ class Communicator {
   void finalize() noexcept;
   bool finalized() const;
   // Non-empty once a failure has aborted the communicator.
-  std::string poisonMessage() const;
+  std::string poisonMessage() const { return verdicts_.message(); }
   // Abort from outside a call (Ctrl-C caught in Python, a user's abort):
   // peers are told, and every later call raises.
   void abort(const std::string& why) noexcept;
@@ -102,40 +106,30 @@ class Communicator {
     std::shared_ptr<Work> work;
     std::string refusal;  // non-empty: a refused call, only announced
   };
-  struct InFlight {  // point-to-point exchanges still moving
-    Transport* transport;
-    Transport::ExchangeId id;
-    std::shared_ptr<Work> work;
-    Clock::time_point deadline;
-    std::string what;
-  };
-  enum class Poison : int { kNone = -1, kError = 0, kTimeout = 1, kMismatch = 2 };
 
+  void hook(Transport& t);
   void assignSequence(Call& call);
-  Fingerprint fingerprintOf(const Call& call) const;
   void execute(const Item& item);
   void executeP2p(const Call& call, Engine& engine, const std::shared_ptr<Work>& work,
                   Clock::time_point deadline);
+  void finishDevice(std::shared_ptr<Completion> c, Work& work, Clock::time_point deadline,
+                    const Call& call);
   void announceRefusal(const Call& call, const std::string& why);
   bool progressInFlight();
-  std::exception_ptr preflight(const Call& call, Engine& engine);
   void compareWithNeighbours();
-  Engine& engineFor(const Call& call) const;
   int64_t chunkFor(const Call& call, const Engine& engine) const;
   Clock::time_point deadlineFromNow() const;
-  std::exception_ptr poisonError() const;
-  void poison(Poison kind, const std::string& msg, bool tellPeers) noexcept;
-  void onNotice(const Notice& n);
-  void onWait();
-  void runExclusive(const std::function<void()>& body);
+  void poison(Verdicts::Kind kind, const std::string& msg) noexcept;
+  void tellPeersAndAbort() noexcept;
+  void runExclusive(const std::function<void()>& body, bool afterQueue = false);
   void workerLoop();
-  void watch(std::shared_ptr<Completion> c, Clock::time_point deadline, std::string what);
-  void watchdogLoop();
+  void onDeviceFailure(bool timeout, const std::string& msg);
   std::string describe(const Call& call) const;
+  uint64_t tagOf(const Call& call) const;
 
   int rank_, size_;
   Options opt_;
-  std::vector<std::unique_ptr<Engine>> engines_;  // [0] is the host engine
+  EngineSet engines_;
   int forkGeneration_;
 
   mutable std::mutex mu_;
@@ -143,8 +137,7 @@ class Communicator {
   uint64_t nextSeq_ = 0;
   std::vector<uint64_t> sendSeq_, recvSeq_;  // point-to-point, per peer
   std::deque<Item> queue_;
-  std::vector<InFlight> inFlight_;
-  std::deque<uint64_t> refusedTags_;  // fingerprints of calls this rank refused
+  InFlightTransfers inFlight_;
   bool busy_ = false;
   bool closing_ = false;  // finalize() has begun: no new work
   bool finalized_ = false;
@@ -153,20 +146,9 @@ class Communicator {
   std::atomic<bool> abandon_{false};  // waits give up (finalize past its bound, external abort)
   std::string abandonWhy_;
 
-  struct Watched {
-    std::shared_ptr<Completion> completion;
-    Clock::time_point deadline;
-    std::string what;
-  };
-  std::mutex watchMu_;
-  std::condition_variable watchCv_;
-  std::vector<Watched> watched_;
-  bool watchStop_ = false;
-  std::thread watchdog_;
+  Watchdog watchdog_{[this](bool timeout, const std::string& msg) { onDeviceFailure(timeout, msg); }};
 
-  Poison poisonKind_ = Poison::kNone;
-  std::string poisonMsg_;
-  bool peersTold_ = false;
+  Verdicts verdicts_;
 };
 
 }  // namespace rr

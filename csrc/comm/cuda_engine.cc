@@ -188,9 +188,14 @@ std::shared_ptr<Completion> CudaEngineBase::end() {
 }
 
 void CudaEngineBase::abort() noexcept {
+  interrupt();
+  transport().abort();
+}
+
+void CudaEngineBase::interrupt() noexcept {
   // IPC kernels spin on peers: free them first.
   if (ipc_) ipc_->abort();
-  transport().abort();
+  if (auto nccl = ncclHandle()) nccl->abort();
 }
 
 NcclEngine::NcclEngine(int device, int rank, int size, const ncclUniqueId& id, double timeoutSec,

@@ -49,6 +49,7 @@ class CudaEngineBase : public Engine {
   void begin(uintptr_t callerStream) override;
   std::shared_ptr<Completion> end() override;
   void abort() noexcept override;
+  void interrupt() noexcept override;
 
   // Per-rank IPC buffer: holds the one-shot inputs and the two-shot rounds.
   static constexpr size_t kIpcBufferBytes = size_t(128) << 20;

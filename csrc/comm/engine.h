@@ -51,7 +51,11 @@ class Engine {
   virtual void begin(uintptr_t /*callerStream*/) {}
   // After the collective was issued. Null when the work is already complete.
   virtual std::shared_ptr<Completion> end() { return nullptr; }
+  // Cancel everything; later calls fail. Called by the thread that runs
+  // calls (transports are not thread-safe).
   virtual void abort() noexcept { transport().abort(); }
+  // From any thread: make device work stuck on a peer give up.
+  virtual void interrupt() noexcept {}
 };
 
 }  // namespace rr

@@ -305,4 +305,23 @@ void Ring::barrier() {
   allgather(tokens + r, tokens, ones);
 }
 
+std::vector<std::string> Ring::allgatherBytes(const std::string& mine) {
+  const int n = t_.size(), r = t_.rank();
+  std::vector<int64_t> sizes(n, 0);
+  sizes[r] = static_cast<int64_t>(mine.size());
+  allgather(&sizes[r], sizes.data(), std::vector<int64_t>(n, 8));
+  std::vector<int64_t> offset(n + 1, 0);
+  for (int q = 0; q < n; ++q) {
+    RR_CHECK_ARG(sizes[q] >= 0 && sizes[q] < (int64_t(1) << 30),
+                 "rank " + std::to_string(q) + " sent a bad size " + std::to_string(sizes[q]));
+    offset[q + 1] = offset[q] + sizes[q];
+  }
+  std::string all(static_cast<size_t>(offset[n]), '\0');
+  if (!mine.empty()) red_.copy(&all[offset[r]], mine.data(), mine.size());
+  allgather(all.data() + offset[r], all.data(), sizes);
+  std::vector<std::string> out;
+  for (int q = 0; q < n; ++q) out.push_back(all.substr(offset[q], sizes[q]));
+  return out;
+}
+
 }  // namespace rr

@@ -48,6 +48,9 @@ class Ring {
   void broadcast(void* buf, int64_t bytes, int root);
   // Returns once every rank has entered.
   void barrier();
+  // Every rank's bytes (sizes may differ), in rank order: the sizes first,
+  // then the bytes. For setting up engines.
+  std::vector<std::string> allgatherBytes(const std::string& mine);
 
   const RingProgress& progress() const { return progress_; }
 

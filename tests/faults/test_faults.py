@@ -20,7 +20,11 @@ def survivors(mode, np_=3):
 @pytest.mark.parametrize("mode", ["kill", "stop"])
 def test_dead_or_stopped_peer_raises_within_timeout(mode):
     out, p = survivors(mode)
-    assert set(out) == {0, 2}, f"survivors must report\n{p.stdout}\n{p.stderr[-2000:]}"
+    assert {0, 2} <= set(out), f"survivors must report\n{p.stdout}\n{p.stderr[-2000:]}"
+    if 1 in out:
+        # A stopped rank that mpirun resumes while cleaning up finds its
+        # peers' notices and raises at once: never a result, never a hang.
+        assert out.pop(1)["error"] == "CollectiveTimeout", p.stdout
     for rank, res in out.items():
         assert res["error"] == "CollectiveTimeout", res
         assert TIMEOUT - 0.1 <= res["seconds"] <= TIMEOUT + 3, res

@@ -1,0 +1,51 @@
+#include "comm/identity.h"
+
+namespace rr {
+
+Fingerprint fingerprintOf(const Call& c, int rank, int size) {
+  Fingerprint f;
+  f.seq = c.seq;
+  f.coll = isP2p(c.coll) ? Coll::kSend : c.coll;  // a send pairs with a receive
+  f.dtype = c.coll == Coll::kBarrier ? DType::kUInt8 : c.dtype;
+  f.op = reducesData(c.coll) ? c.op : ReduceOp::kSum;
+  switch (c.coll) {
+    case Coll::kAllgather:
+    case Coll::kGather:
+    case Coll::kScatter: f.count = fp::hashSizes(c.counts.begin(), c.counts.end()); break;
+    case Coll::kAllToAll:  // each rank's splits are its own; the sizes are checked per message
+    case Coll::kBarrier:
+    case Coll::kBootstrap: f.count = 0; break;
+    default: f.count = c.count;
+  }
+  if (c.coll == Coll::kSend) f.root = int64_t(rank) * size + c.peer;
+  else if (c.coll == Coll::kRecv) f.root = int64_t(c.peer) * size + rank;
+  else if (hasRoot(c.coll)) f.root = c.root;
+  return f;
+}
+
+std::string describeCall(const Call& c, int rank) {
+  std::string s = "rank " + std::to_string(rank) + ": " + collName(c.coll) + " #" +
+                  std::to_string(c.seq);
+  if (c.coll == Coll::kBarrier || c.coll == Coll::kBootstrap) return s;
+  s += std::string(" (") + dtypeName(c.dtype);
+  if (c.counts.empty()) s += " x " + std::to_string(c.count);
+  if (reducesData(c.coll)) s += std::string(", ") + opName(c.op);
+  if (hasRoot(c.coll)) s += ", root " + std::to_string(c.root);
+  if (isP2p(c.coll))
+    s += std::string(c.coll == Coll::kSend ? ", to rank " : ", from rank ") + std::to_string(c.peer);
+  return s + ")";
+}
+
+bool movesNothing(const Call& c) {
+  switch (c.coll) {
+    case Coll::kBarrier:
+    case Coll::kBootstrap:
+    case Coll::kAllToAll: return false;  // splits differ per rank; the algorithm exchanges
+    case Coll::kAllgather:
+    case Coll::kGather:
+    case Coll::kScatter: return sumOf(c.counts) == 0;
+    default: return c.count == 0;
+  }
+}
+
+}  // namespace rr
