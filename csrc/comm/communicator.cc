@@ -129,8 +129,8 @@ Fingerprint Communicator::fingerprintOf(const Call& c) const {
   if (c.coll == Coll::kSend) f.root = int64_t(rank_) * size_ + c.peer;
   else if (c.coll == Coll::kRecv) f.root = int64_t(c.peer) * size_ + rank_;
   else if (c.coll == Coll::kBroadcast || c.coll == Coll::kReduce || c.coll == Coll::kGather ||
-           c.coll == Coll::kScatter)
-    f.root = c.root;
+           c.coll == Coll::kScatter || c.coll == Coll::kAllreduce)
+    f.root = c.root;  // allreduce: 0, or sharded_ps's number of servers
   return f;
 }
 
@@ -329,7 +329,15 @@ void Communicator::execute(const Item& item) {
       work.markDone(nullptr);
       return;
     }
-    Choice choice = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy);
+    Choice choice;
+    try {
+      choice = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy);
+    } catch (ArgumentError&) {
+      // A refusal depends only on the call's shape and the world, so every
+      // rank refuses alike before moving data: nobody waits, nothing to abort.
+      moving = false;
+      throw;
+    }
     // Where neither the transport's messages nor the algorithm's flags carry
     // the fingerprint (the ring over NCCL), the host transport compares it.
     if (engine.device() >= 0 && opt_.deviceFingerprint && size_ > 1 && hasHostTransport() &&
