@@ -44,9 +44,11 @@ def same_everywhere(x, what):
     expect(len(set(world.allgather(digest(x)))) == 1, f"{what}: ranks hold different bits")
 
 
-counts = [0, 1, n + 1, 5000, 300001]
+# 70001 float32 are far above the shared-memory eager limit (4 KiB), so the
+# big messages go by rendezvous; with 4 KiB chunks they also pipeline deep.
+counts = [1, n + 1, 70001]
 for count in counts:
-    for op in ("sum", "avg"):
+    for op in ("sum", "avg") if count == n + 1 else ("sum",):
         inputs = [make_input(k, count, "float32", op) for k in range(n)]
         ref = reference(inputs, op, "float32")
         tol = tolerance(inputs, ref, op, "float32")
