@@ -211,7 +211,16 @@ void Communicator::execute(const Item& item) {
       work.markDone(nullptr);
       return;
     }
-    Choice choice = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy);
+    Choice choice;
+    try {
+      choice = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy);
+    } catch (ArgumentError& no) {
+      // Before any data moved: a refusal, announced like bad arguments (the
+      // ranks that refuse alike keep a usable communicator).
+      moving = false;
+      announceRefusal(call, no.what());
+      throw;
+    }
     // Where neither the transport's messages nor the algorithm's flags carry
     // the fingerprint (the ring over NCCL), the host transport compares it.
     if (engine.device() >= 0 && opt_.deviceFingerprint && size_ > 1 && hasHostTransport() &&

@@ -19,7 +19,8 @@ Fingerprint fingerprintOf(const Call& c, int rank, int size) {
   }
   if (c.coll == Coll::kSend) f.root = int64_t(rank) * size + c.peer;
   else if (c.coll == Coll::kRecv) f.root = int64_t(c.peer) * size + rank;
-  else if (hasRoot(c.coll)) f.root = c.root;
+  else if (hasRoot(c.coll) || c.coll == Coll::kAllreduce)
+    f.root = c.root;  // allreduce: 0, or sharded_ps's number of servers
   return f;
 }
 

@@ -157,6 +157,16 @@ MpiTransport::Exchange* MpiTransport::find(ExchangeId id) {
   return nullptr;
 }
 
+// By id, not by pointer arithmetic: a deque is not contiguous, and
+// exchanges are waited out of order (point-to-point, windows of pulls).
+void MpiTransport::forget(ExchangeId id) {
+  for (auto it = live_.begin(); it != live_.end(); ++it)
+    if (it->id == id) {
+      live_.erase(it);
+      return;
+    }
+}
+
 bool MpiTransport::testOne(Exchange& x) {
   if (x.done) return true;
   int flag = 0;
@@ -211,7 +221,7 @@ bool MpiTransport::test(ExchangeId id) {
     checkNotices();
     return false;
   }
-  live_.erase(live_.begin() + (x - &live_.front()));
+  forget(id);
   return true;
 }
 
@@ -263,7 +273,7 @@ void MpiTransport::wait(ExchangeId id) {
       nextLook = now + kHookPeriod;
     }
   }
-  live_.erase(live_.begin() + (x - &live_.front()));
+  forget(id);
 }
 
 void MpiTransport::poll() {

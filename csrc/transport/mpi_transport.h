@@ -61,6 +61,7 @@ class MpiTransport : public Transport {
     bool done = false;
   };
   Exchange* find(ExchangeId id);
+  void forget(ExchangeId id);
   bool testOne(Exchange& x);
   void checkNotices();
   [[noreturn]] void timedOut(const Exchange& x);
