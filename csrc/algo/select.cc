@@ -1,17 +1,65 @@
 #include "algo/select.h"
 
+#include <cstring>
+
 #include "common/errors.h"
 
 namespace rr {
 namespace {
 
+// When a rule applies. Evaluated on every call, so no strings here: the
+// reasons are written only when someone asks why (explain()).
+enum class When { kAlways, kSmall, kOneShot, kGpuRingBySize, kMedium };
+
 struct Rule {
   const char* algo;
-  bool applies;
-  std::string reason;
+  When when;
+  const char* what;  // the rest of the reason
 };
 
-std::string bytesText(int64_t b) { return std::to_string(b) + " B"; }
+// The automatic preferences per collective, best first. A rule's algorithm
+// is taken when it is offered, its condition holds and it does not refuse.
+const Rule kAllreduce[] = {
+    {"ipc_one_shot", When::kOneShot, "one write to every peer, one barrier"},
+    {"gpu_ring", When::kGpuRingBySize, "one ring keeps every link busy"},
+    {"ipc_two_shot", When::kAlways, "reduce-scatter and all-gather through peer memory"},
+    {"gpu_ring", When::kAlways, "the ring over peer memory"},
+    {"recursive_doubling", When::kSmall, "log2(N) dependent steps"},
+    {"gather_fold", When::kSmall, "N-1 steps of whole inputs"},
+    {"rabenseifner", When::kMedium, "recursive halving and doubling: 2 log2(N) steps"},
+    {"ring", When::kAlways, "the bandwidth-optimal chunked ring"},
+};
+const Rule kReduceScatter[] = {{"recursive_halving", When::kSmall, "log2(N) dependent steps"},
+                               {"ring", When::kAlways, "the chunked ring"}};
+const Rule kAllgather[] = {{"recursive_doubling", When::kSmall, "log2(N) dependent steps"},
+                           {"ring", When::kAlways, "the chunked ring"}};
+const Rule kBroadcast[] = {{"binomial", When::kSmall, "a tree of log2(N) steps"},
+                           {"ring", When::kAlways, "a pipelined chain along the ring"}};
+const Rule kBarrier[] = {{"recursive_doubling", When::kAlways, "dissemination: log2(N) steps"},
+                         {"ring", When::kAlways, "an all-gather of one byte along the ring"}};
+const Rule kReduce[] = {{"direct", When::kSmall, "every rank sends to the root"},
+                        {"ring", When::kAlways, "a ring reduce-scatter, then segments to the root"},
+                        {"direct", When::kAlways, "every rank sends to the root"}};
+const Rule kAllToAll[] = {{"pairwise", When::kAlways, "N-1 pairwise exchanges"}};
+const Rule kDirect[] = {{"direct", When::kAlways, "straight to or from the peers"}};
+
+template <size_t N>
+std::pair<const Rule*, size_t> span(const Rule (&r)[N]) {
+  return {r, N};
+}
+
+std::pair<const Rule*, size_t> rulesFor(Coll c) {
+  switch (c) {
+    case Coll::kAllreduce: return span(kAllreduce);
+    case Coll::kReduceScatter: return span(kReduceScatter);
+    case Coll::kAllgather: return span(kAllgather);
+    case Coll::kBroadcast: return span(kBroadcast);
+    case Coll::kBarrier: return span(kBarrier);
+    case Coll::kReduce: return span(kReduce);
+    case Coll::kAllToAll: return span(kAllToAll);
+    default: return span(kDirect);
+  }
+}
 
 bool powerOfTwo(int n) { return n > 0 && (n & (n - 1)) == 0; }
 
@@ -19,70 +67,51 @@ int64_t payloadBytes(const Call& c) {
   switch (c.coll) {
     case Coll::kAllgather:
     case Coll::kGather:
-    case Coll::kScatter: return bytesOf(c, sumOf(c.counts));
+    case Coll::kScatter:
     case Coll::kAllToAll: return bytesOf(c, sumOf(c.counts));
     default: return bytesOf(c, c.count);
   }
 }
 
-// The automatic preferences for one call, best first. Each rule's
-// algorithm is taken when it is offered, its condition holds and it does
-// not refuse the call.
-std::vector<Rule> rulesFor(const Call& c, int n, const SelectPolicy& p) {
-  const int64_t b = payloadBytes(c);
-  const std::string size = bytesText(b);
-  const bool small = b <= p.smallBytes;
-  const std::string smallWhy = size + (small ? " <= " : " > ") + "small_bytes (" +
-                               bytesText(p.smallBytes) + ")";
-  switch (c.coll) {
-    case Coll::kAllreduce: {
-      const int64_t oneShot = p.oneShotBytes > 0 ? p.oneShotBytes : (int64_t(1) << 20) / std::max(1, n - 1);
-      return {
-          {"ipc_one_shot", b <= oneShot, size + " <= the one-shot limit (" + bytesText(oneShot) + ")"},
-          {"gpu_ring", p.gpuRingBytes > 0 && b >= p.gpuRingBytes && n > 2,
-           size + " >= gpu_ring_bytes (" + bytesText(p.gpuRingBytes) + ") on " + std::to_string(n) +
-               " GPUs: one ring keeps every link busy"},
-          {"ipc_two_shot", true, size + " > the one-shot limit; two-shot over peer memory"},
-          {"gpu_ring", true, "peer memory, and the two-shot is not offered"},
-          {"recursive_doubling", small, smallWhy + ": log2(N) dependent steps"},
-          {"gather_fold", small, smallWhy + ": N-1 steps of whole inputs"},
-          {"rabenseifner", p.mediumBytes > 0 && b <= p.mediumBytes && powerOfTwo(n),
-           size + " <= medium_bytes (" + bytesText(p.mediumBytes) + ") and " + std::to_string(n) +
-               " ranks (a power of two)"},
-          {"ring", true, smallWhy + ": the bandwidth-optimal chunked ring"},
-      };
-    }
-    case Coll::kReduceScatter:
-      return {{"recursive_halving", small, smallWhy + ": log2(N) dependent steps"},
-              {"ring", true, "the chunked ring"}};
-    case Coll::kAllgather:
-      return {{"recursive_doubling", small, smallWhy + ": log2(N) dependent steps"},
-              {"ring", true, "the chunked ring"}};
-    case Coll::kBroadcast:
-      return {{"binomial", small, smallWhy + ": a tree of log2(N) steps"},
-              {"ring", true, "a pipelined chain along the ring"}};
-    case Coll::kBarrier:
-      return {{"recursive_doubling", true, "dissemination: log2(N) steps"},
-              {"ring", true, "an all-gather of one byte along the ring"}};
-    case Coll::kReduce:
-      return {{"direct", small, smallWhy + ": every rank sends to the root"},
-              {"ring", true, "a ring reduce-scatter, then the segments go to the root"},
-              {"direct", true, "every rank sends to the root"}};
-    case Coll::kAllToAll:
-      return {{"pairwise", true, "N-1 pairwise exchanges"}};
-    case Coll::kGather:
-    case Coll::kScatter:
-    case Coll::kSend:
-    case Coll::kRecv:
-    case Coll::kBootstrap:
-      return {{"direct", true, "straight to or from the peers"}};
-  }
-  return {};
+int64_t oneShotLimit(int n, const SelectPolicy& p) {
+  return p.oneShotBytes > 0 ? p.oneShotBytes : (int64_t(1) << 20) / std::max(1, n - 1);
 }
 
-Algorithm* findOffered(const std::vector<Algorithm*>& offered, const std::string& name) {
+bool holds(When w, int64_t b, int n, const SelectPolicy& p) {
+  switch (w) {
+    case When::kAlways: return true;
+    case When::kSmall: return b <= p.smallBytes;
+    case When::kOneShot: return b <= oneShotLimit(n, p);
+    case When::kGpuRingBySize: return p.gpuRingBytes > 0 && b >= p.gpuRingBytes && n > 2;
+    case When::kMedium: return p.mediumBytes > 0 && b <= p.mediumBytes && powerOfTwo(n);
+  }
+  return false;
+}
+
+std::string bytesText(int64_t b) { return std::to_string(b) + " B"; }
+
+std::string reason(const Rule& r, int64_t b, int n, const SelectPolicy& p) {
+  const std::string size = bytesText(b);
+  std::string why;
+  switch (r.when) {
+    case When::kAlways: why = size; break;
+    case When::kSmall: why = size + " <= small_bytes (" + bytesText(p.smallBytes) + ")"; break;
+    case When::kOneShot: why = size + " <= the one-shot limit (" + bytesText(oneShotLimit(n, p)) + ")"; break;
+    case When::kGpuRingBySize:
+      why = size + " >= gpu_ring_bytes (" + bytesText(p.gpuRingBytes) + ") on " +
+            std::to_string(n) + " GPUs";
+      break;
+    case When::kMedium:
+      why = size + " <= medium_bytes (" + bytesText(p.mediumBytes) + "), " + std::to_string(n) +
+            " ranks (a power of two)";
+      break;
+  }
+  return std::string(r.algo) + ": " + why + ", " + std::to_string(n) + " ranks: " + r.what;
+}
+
+Algorithm* findOffered(const std::vector<Algorithm*>& offered, const char* name) {
   for (Algorithm* a : offered)
-    if (name == a->name()) return a;
+    if (std::strcmp(name, a->name()) == 0) return a;
   return nullptr;
 }
 
@@ -95,15 +124,17 @@ std::string offeredNames(const std::vector<Algorithm*>& offered) {
 }  // namespace
 
 Choice selectAlgorithm(const Call& call, int n, const std::vector<Algorithm*>& offered,
-                       const SelectPolicy& policy) {
+                       const SelectPolicy& policy, bool explain) {
   // A forced choice: the call's own, else the setting's when it serves this collective.
   const bool perCall = !call.algo.empty();
-  const std::string forced = perCall ? call.algo : policy.forced;
+  const std::string& forced = perCall ? call.algo : policy.forced;
   if (!forced.empty()) {
-    Algorithm* a = findOffered(offered, forced);
+    Algorithm* a = findOffered(offered, forced.c_str());
     if (a) {
       std::string no = a->refusal(call, n);
-      if (no.empty()) return {a, forced + ": forced by " + (perCall ? "the call" : "RINGREDUCE_ALGO")};
+      if (no.empty())
+        return {a, explain ? forced + ": forced by " + (perCall ? "the call" : "RINGREDUCE_ALGO")
+                           : std::string()};
       if (perCall)
         RR_THROW(ArgumentError, "algorithm '" + forced + "' cannot run this " + collName(call.coll) +
                                     ": " + no);
@@ -114,10 +145,14 @@ Choice selectAlgorithm(const Call& call, int n, const std::vector<Algorithm*>& o
                                   " here; this engine offers: " + offeredNames(offered));
     }
   }
-  for (const Rule& r : rulesFor(call, n, policy)) {
-    if (!r.applies) continue;
+  const int64_t b = payloadBytes(call);
+  auto rules = rulesFor(call.coll);
+  for (size_t i = 0; i < rules.second; ++i) {
+    const Rule& r = rules.first[i];
+    if (!holds(r.when, b, n, policy)) continue;
     Algorithm* a = findOffered(offered, r.algo);
-    if (a && a->refusal(call, n).empty()) return {a, std::string(r.algo) + ": " + r.reason};
+    if (a && a->refusal(call, n).empty())
+      return {a, explain ? reason(r, b, n, policy) : std::string()};
   }
   std::string why;
   for (Algorithm* a : offered) {

@@ -33,13 +33,14 @@ struct SelectPolicy {
 
 struct Choice {
   Algorithm* algo = nullptr;
-  std::string why;  // "recursive_doubling: 4096 B <= small_bytes (65536 B), 4 ranks (a power of two)"
+  std::string why;  // "recursive_doubling: 4096 B <= small_bytes (65536 B), 4 ranks: log2(N) dependent steps"
 };
 
 // Picks from `offered` (an engine's algorithms). A forced algorithm that is
 // not offered, or that refuses the call, is an ArgumentError naming the
 // reason: a forced choice never silently becomes another.
+// `explain` fills Choice::why (it costs string work, so calls skip it).
 Choice selectAlgorithm(const Call& call, int worldSize, const std::vector<Algorithm*>& offered,
-                       const SelectPolicy& policy);
+                       const SelectPolicy& policy, bool explain = false);
 
 }  // namespace rr

@@ -85,7 +85,7 @@ Clock::time_point Communicator::deadlineFromNow() const {
 Choice Communicator::explain(const Call& call) {
   validateCall(call, rank_, size_);
   if (isP2p(call.coll)) return {nullptr, "direct: point-to-point"};
-  return selectAlgorithm(call, size_, engines_.forCall(call).algorithms(), opt_.policy);
+  return selectAlgorithm(call, size_, engines_.forCall(call).algorithms(), opt_.policy, true);
 }
 
 std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
@@ -185,10 +185,10 @@ void Communicator::execute(const Item& item) {
     const auto deadline = deadlineFromNow();
     const uint64_t tag = tagOf(call);
     const Channel ch = isP2p(call.coll) ? Channel::kPointToPoint : Channel::kCollective;
-    for (Engine* e : engines_.all()) {
-      e->transport().setDeadline(deadline);
-      e->transport().setTag(tag, ch);
-    }
+    engines_.each([&](Engine& e) {
+      e.transport().setDeadline(deadline);
+      e.transport().setTag(tag, ch);
+    });
     moving = true;
     if (size_ > 1 && (opt_.check || opt_.nanCheck) && !isP2p(call.coll) && hasHostTransport()) {
       std::exception_ptr verdict = agreeBeforeMoving(call, fingerprintOf(call, rank_, size_),

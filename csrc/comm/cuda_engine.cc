@@ -133,9 +133,11 @@ CudaEngineBase::CudaEngineBase(int device, int rank) : device_(device), rank_(ra
   reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
   workspace_ = std::make_unique<DeviceWorkspace>(device_, reduce_);
   algorithms_ = makeHostAlgorithms();
+  for (auto& a : algorithms_) offered_.push_back(a.get());
 }
 
 CudaEngineBase::~CudaEngineBase() {
+  offered_.clear();
   algorithms_.clear();
   ipc_.reset();
   workspace_.reset();
@@ -158,12 +160,8 @@ void CudaEngineBase::setUpIpc(int size, IpcAllreduce::Exchange exchange, double 
       std::min(timeoutSec, 1e6) + 2.0);
   algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kOneShot, reduce_));
   algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kTwoShot, reduce_));
-}
-
-std::vector<Algorithm*> CudaEngineBase::algorithms() {
-  std::vector<Algorithm*> v;
-  for (auto& a : algorithms_) v.push_back(a.get());
-  return v;
+  offered_.clear();
+  for (auto& a : algorithms_) offered_.push_back(a.get());
 }
 
 void CudaEngineBase::begin(uintptr_t callerStream) {

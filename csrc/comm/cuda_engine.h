@@ -45,7 +45,7 @@ class CudaEngineBase : public Engine {
   int device() const override { return device_; }
   Reducer& reducer() override { return *reducer_; }
   Workspace& workspace() override { return *workspace_; }
-  std::vector<Algorithm*> algorithms() override;
+  const std::vector<Algorithm*>& algorithms() override { return offered_; }
   void begin(uintptr_t callerStream) override;
   std::shared_ptr<Completion> end() override;
   void abort() noexcept override;
@@ -75,6 +75,7 @@ class CudaEngineBase : public Engine {
   std::unique_ptr<DeviceWorkspace> workspace_;
   std::unique_ptr<IpcAllreduce> ipc_;
   std::vector<std::unique_ptr<Algorithm>> algorithms_;
+  std::vector<Algorithm*> offered_;  // algorithms_, as the selector reads them
 };
 
 class NcclEngine : public CudaEngineBase {

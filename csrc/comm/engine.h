@@ -41,7 +41,7 @@ class Engine {
   virtual Reducer& reducer() = 0;
   virtual Workspace& workspace() = 0;
   // The algorithms this engine can run; the selector chooses among them.
-  virtual std::vector<Algorithm*> algorithms() = 0;
+  virtual const std::vector<Algorithm*>& algorithms() = 0;
   // device ordinal the engine serves, -1 for host memory
   virtual int device() const { return -1; }
   // The pipeline chunk this engine runs best with, in bytes; 0 means the

@@ -48,12 +48,6 @@ std::vector<std::string> EngineSet::names() const {
   return v;
 }
 
-std::vector<Engine*> EngineSet::all() const {
-  std::vector<Engine*> v;
-  for (auto& e : engines_) v.push_back(e.get());
-  return v;
-}
-
 void EngineSet::interruptDevices() noexcept {
   for (size_t i = 1; i < engines_.size(); ++i) engines_[i]->interrupt();
 }

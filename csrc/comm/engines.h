@@ -23,7 +23,10 @@ class EngineSet {
   // The engine for the call's buffers, or an ArgumentError saying why none.
   Engine& forCall(const Call& call) const;
   std::vector<std::string> names() const;
-  std::vector<Engine*> all() const;
+  template <class F>
+  void each(F f) const {
+    for (auto& e : engines_) f(*e);
+  }
   // From any thread: frees device work stuck on a peer (IPC abort flag,
   // ncclCommAbort). The owner thread aborts the rest.
   void interruptDevices() noexcept;

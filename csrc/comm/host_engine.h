@@ -15,21 +15,20 @@ namespace rr {
 class HostEngine : public Engine {
  public:
   explicit HostEngine(std::unique_ptr<Transport> transport)
-      : transport_(std::move(transport)), algorithms_(makeHostAlgorithms()) {}
+      : transport_(std::move(transport)), algorithms_(makeHostAlgorithms()) {
+    for (auto& a : algorithms_) offered_.push_back(a.get());
+  }
   Transport& transport() override { return *transport_; }
   Reducer& reducer() override { return reducer_; }
   Workspace& workspace() override { return workspace_; }
-  std::vector<Algorithm*> algorithms() override {
-    std::vector<Algorithm*> v;
-    for (auto& a : algorithms_) v.push_back(a.get());
-    return v;
-  }
+  const std::vector<Algorithm*>& algorithms() override { return offered_; }
 
  private:
   std::unique_ptr<Transport> transport_;
   CpuReducer reducer_;
   HostWorkspace workspace_;
   std::vector<std::unique_ptr<Algorithm>> algorithms_;
+  std::vector<Algorithm*> offered_;
 };
 
 }  // namespace rr

@@ -115,7 +115,16 @@ Transport::ExchangeId MpiTransport::start(const Xfer* sends, int numSends, const
                                           int numRecvs) {
   if (aborted_) RR_THROW(Error, "MPI transport was aborted by an earlier failure");
   MPI_Comm comm = comms_[static_cast<int>(channel_)];
+  // Recycled exchanges keep their vectors' capacity: no allocation per call.
   Exchange x;
+  if (!spare_.empty()) {
+    x = std::move(spare_.back());
+    spare_.pop_back();
+    x.requests.clear();
+    x.expected.clear();
+    x.from.clear();
+    x.to.clear();
+  }
   x.id = nextId_++;
   x.wireTag = static_cast<int>(fp::fold(tag_, tagBits_));
   auto pieces = [](size_t bytes) { return bytes == 0 ? size_t(1) : (bytes + kMaxMessageBytes - 1) / kMaxMessageBytes; };
@@ -162,6 +171,7 @@ MpiTransport::Exchange* MpiTransport::find(ExchangeId id) {
 void MpiTransport::forget(ExchangeId id) {
   for (auto it = live_.begin(); it != live_.end(); ++it)
     if (it->id == id) {
+      if (spare_.size() < 8) spare_.push_back(std::move(*it));
       live_.erase(it);
       return;
     }

@@ -74,6 +74,7 @@ class MpiTransport : public Transport {
   bool failed_ = false;  // aborted, or destroyed with exchanges in flight
   ExchangeId nextId_ = 1;
   std::deque<Exchange> live_;
+  std::vector<Exchange> spare_;
   std::vector<MPI_Status> statuses_;  // reused: polling must not allocate
   Notice inbox_;
   MPI_Request inboxReq_ = MPI_REQUEST_NULL;
