@@ -29,6 +29,7 @@ CORE_SOURCES = [
     "csrc/ring/schedule.cc",
     "csrc/ring/ring_allreduce.cc",
     "csrc/reduce/reduce_cpu.cc",
+    "csrc/reduce/reduce_bindings.cc",
     "csrc/comm/communicator.cc",
     "csrc/comm/work.cc",
 ]
@@ -39,6 +40,7 @@ CUDA_CXX_SOURCES = [
     "csrc/comm/cuda_engine.cc",
     "csrc/ipc/ipc_bindings.cc",
     "csrc/transport/mpi_device_transport.cc",
+    "csrc/reduce/workspace_cuda.cc",
 ]
 CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu"]
 

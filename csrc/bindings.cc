@@ -6,6 +6,7 @@
 #include "comm/communicator.h"
 #include "comm/host_engine.h"
 #include "common/errors.h"
+#include "reduce/reduce_bindings.h"
 #include "reduce/reduce_cpu.h"
 #include "ring/schedule.h"
 #include "transport/self_transport.h"
@@ -258,6 +259,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("float_to_half", &floatToHalf);
   m.def("bf16_to_float", &bf16ToFloat);
   m.def("float_to_bf16", &floatToBf16);
+  bindReducers(m);
 
 #ifdef RR_HAVE_CUDA
   m.attr("has_cuda") = true;

@@ -1,17 +1,18 @@
-// Host reductions: plain loops the compiler vectorises. float16 and bfloat16
-// are widened to float, combined, and rounded back to nearest-even.
+// Host reductions: plain loops the compiler vectorises, over the traits and
+// functors of common/numerics.h (which also holds the half and bfloat16
+// conversions the tests call).
 #pragma once
 
-#include <cstdlib>
-
+#include "common/numerics.h"
 #include "reduce/reducer.h"
+#include "reduce/workspace_host.h"
 
 namespace rr {
 
 class CpuReducer : public Reducer {
  public:
   CpuReducer() = default;
-  ~CpuReducer() override;
+  ~CpuReducer() override = default;
   CpuReducer(const CpuReducer&) = delete;
   CpuReducer& operator=(const CpuReducer&) = delete;
 
@@ -20,17 +21,11 @@ class CpuReducer : public Reducer {
   void finalize(void* dst, int64_t count, DType dtype, ReduceOp op, int worldSize) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   bool anyNonFinite(const void* data, int64_t count, DType dtype) override;
-  void* scratch(size_t bytes) override;
+  // Kept until the ring takes a Workspace; served by one meanwhile.
+  void* scratch(size_t bytes) override { return workspace_.get(bytes); }
 
  private:
-  void* scratch_ = nullptr;
-  size_t scratchBytes_ = 0;
+  HostWorkspace workspace_;
 };
-
-// Exposed for tests: conversions used by the half-precision loops.
-float halfToFloat(uint16_t h);
-uint16_t floatToHalf(float f);
-float bf16ToFloat(uint16_t h);
-uint16_t floatToBf16(float f);
 
 }  // namespace rr
