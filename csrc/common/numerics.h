@@ -314,7 +314,7 @@ struct OpMin {
   RR_HD C operator()(C a, C b) const {
     if constexpr (std::is_same_v<C, bool>) return a & b;
     else if constexpr (std::is_integral_v<C>) return b < a ? b : a;
-    else return a != a ? a : (b != b ? b : (b < a ? b : a));
+    else return b != b ? b : (b < a ? b : a);  // a NaN a fails b < a: a is kept
   }
 };
 struct OpMax {
@@ -322,7 +322,7 @@ struct OpMax {
   RR_HD C operator()(C a, C b) const {
     if constexpr (std::is_same_v<C, bool>) return a | b;
     else if constexpr (std::is_integral_v<C>) return a < b ? b : a;
-    else return a != a ? a : (b != b ? b : (a < b ? b : a));
+    else return b != b ? b : (a < b ? b : a);  // a NaN a fails a < b: a is kept
   }
 };
 struct OpBand {

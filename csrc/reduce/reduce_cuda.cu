@@ -1,8 +1,5 @@
-// Device reductions. One kernel template serves every elementwise pass, and
-// it runs at HBM rate: each thread keeps 2 x kUnroll independent 16-byte loads
-// in flight before the first use, a grid of kBlocksPerSm blocks per SM stays
-// resident and strides over the buffer, and a scalar pass covers the few
-// elements before the first and after the last aligned vector.
+// Device reductions, host side: dispatch, grid size and launch. The kernels
+// and their index arithmetic are in reduce_kernels.cuh.
 // Instantiations (dispatch.h folds equal-bit cases): 4 floats x 4 ops, 4
 // integer widths x 5 wrapping/bitwise ops, 8 integers x {min, max}, 3 for
 // bool: 55 for reduce; 12 for the avg division; 6 finiteness tests (float8
@@ -16,143 +13,19 @@
 #include "common/cuda_check.h"
 #include "common/dispatch.h"
 #include "common/numerics.h"
+#include "reduce/reduce_kernels.cuh"
 
 namespace rr {
+
+using namespace reduce;
+
 namespace {
-
-constexpr int kThreads = 256;
-// 1024 resident threads per SM, with registers capped at 64 by the launch
-// bounds: 8 x 16 B in flight per thread is ~128 KiB per SM, several times
-// what HBM latency times bandwidth asks for.
-constexpr int kBlocksPerSm = 4;
-// 16-byte vectors per thread per step, per input. Byte types unpack into 16
-// registers per vector, so they take half as many (64 B in flight per thread
-// is still ample) rather than spill under the 64-register cap.
-template <class S>
-constexpr int kUnroll = sizeof(S) == 1 ? 2 : 4;
-
-template <class S>
-union Vec16 {
-  uint4 raw;
-  S lane[16 / sizeof(S)];
-};
-
-// Both maps see storage values; the kernel knows nothing of dtypes.
-template <class Tr, class Fn>
-struct CombineMap {
-  using S = typename Tr::Storage;
-  static constexpr bool kBinary = true;
-  Fn fn;
-  __device__ __forceinline__ S operator()(S a, S b) const { return combine<Tr>(a, b, fn); }
-};
-template <class Tr>
-struct AvgMap {
-  using S = typename Tr::Storage;
-  static constexpr bool kBinary = false;
-  int world;
-  __device__ __forceinline__ S operator()(S a, S) const { return finishAvg<Tr>(a, world); }
-};
-
-template <class Map>
-__device__ __forceinline__ uint4 mapVec(const Map& map, uint4 x, uint4 y) {
-  using S = typename Map::S;
-  Vec16<S> a, b, r;
-  a.raw = x;
-  b.raw = y;
-#pragma unroll
-  for (int k = 0; k < int(16 / sizeof(S)); ++k) r.lane[k] = map(a.lane[k], b.lane[k]);
-  return r.raw;
-}
-
-// Evict-first loads: each input byte is read once. Stores stay ordinary,
-// since the ring sends what it just reduced and may find it in L2.
-__device__ __forceinline__ uint4 loadOnce(const uint4* p) { return __ldcs(p); }
-
-// dst[i] = map(a[i], b[i]) for i < n (b unread for unary maps). Elements
-// [head, head + nvec * lanes) go as 16-byte vectors, the rest one by one.
-// dst may alias a or b element for element: each thread loads before it stores.
-template <class Map>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
-    mapKernel(typename Map::S* dst, const typename Map::S* a, const typename Map::S* b, int64_t n,
-              int64_t head, int64_t nvec, Map map) {
-  using S = typename Map::S;
-  constexpr int64_t kLanes = 16 / sizeof(S);
-  constexpr int kU = kUnroll<S>;
-  const uint4* av = reinterpret_cast<const uint4*>(a + head);
-  const uint4* bv = reinterpret_cast<const uint4*>(b + head);
-  uint4* dv = reinterpret_cast<uint4*>(dst + head);
-  const int64_t step = int64_t(gridDim.x) * kThreads * kU;
-  for (int64_t base = int64_t(blockIdx.x) * kThreads * kU + threadIdx.x; base < nvec;
-       base += step) {
-    if (base + (kU - 1) * kThreads < nvec) {
-      uint4 x[kU], y[kU];
-#pragma unroll
-      for (int k = 0; k < kU; ++k) {
-        x[k] = loadOnce(av + base + k * kThreads);
-        if constexpr (Map::kBinary) y[k] = loadOnce(bv + base + k * kThreads);
-        else y[k] = x[k];
-      }
-#pragma unroll
-      for (int k = 0; k < kU; ++k) dv[base + k * kThreads] = mapVec(map, x[k], y[k]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kU; ++k) {
-        const int64_t i = base + k * kThreads;
-        if (i < nvec) {
-          const uint4 x = loadOnce(av + i);
-          dv[i] = mapVec(map, x, Map::kBinary ? loadOnce(bv + i) : x);
-        }
-      }
-    }
-  }
-  const int64_t tail = head + nvec * kLanes;
-  const int64_t scalars = head + (n - tail);
-  for (int64_t j = int64_t(blockIdx.x) * kThreads + threadIdx.x; j < scalars;
-       j += int64_t(gridDim.x) * kThreads) {
-    const int64_t i = j < head ? j : tail + (j - head);
-    dst[i] = map(a[i], Map::kBinary ? b[i] : a[i]);
-  }
-}
-
-// Sets *flag when any element is not finite; every writer stores the same value.
-template <class Tr>
-__global__ void __launch_bounds__(kThreads)
-    nonFiniteKernel(const typename Tr::Bits* x, int64_t n, int* flag) {
-  typename Tr::Bits carries = 0;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * kThreads)
-    carries |= nonFiniteCarry<Tr>(x[i]);
-  if (topBitSet<Tr>(carries)) *flag = 1;
-}
-
-// Where the vector body starts, and how many vectors it has: zero when the
-// three pointers do not share their offset within 16 bytes.
-struct Split {
-  int64_t head = 0;
-  int64_t nvec = 0;
-};
-Split splitFor(const void* dst, const void* a, const void* b, int64_t n, size_t es) {
-  const uintptr_t off = reinterpret_cast<uintptr_t>(dst) & 15u;
-  Split s;
-  if ((reinterpret_cast<uintptr_t>(a) & 15u) != off || (reinterpret_cast<uintptr_t>(b) & 15u) != off ||
-      off % es != 0)
-    return s;
-  s.head = std::min<int64_t>(n, static_cast<int64_t>(((16u - off) & 15u) / es));
-  s.nvec = (n - s.head) / static_cast<int64_t>(16 / es);
-  return s;
-}
 
 template <class Map>
 void launchMap(int grid, cudaStream_t stream, typename Map::S* dst, const typename Map::S* a,
                const typename Map::S* b, int64_t n, Split s, Map map) {
   mapKernel<Map><<<grid, kThreads, 0, stream>>>(dst, a, b, n, s.head, s.nvec, map);
   RR_CUDA_CHECK(cudaGetLastError());
-}
-
-template <class S>
-int64_t threadsWanted(int64_t n, Split s) {
-  const int64_t scalars = n - s.nvec * static_cast<int64_t>(16 / sizeof(S));
-  return std::max<int64_t>((s.nvec + kUnroll<S> - 1) / kUnroll<S>, scalars);
 }
 
 }  // namespace
@@ -190,7 +63,7 @@ void CudaReducer::reduce(void* dst, const void* a, const void* b, int64_t count,
     if (count <= 0) return;
     DeviceGuard g(device_);
     const Split s = splitFor(dst, a, b, count, sizeof(S));
-    launchMap(gridFor(threadsWanted<S>(count, s)), stream_, static_cast<S*>(dst),
+    launchMap(gridFor(threadsWanted<Tr>(count, s)), stream_, static_cast<S*>(dst),
               static_cast<const S*>(a), static_cast<const S*>(b), count, s,
               CombineMap<Tr, decltype(fn)>{fn});
   });
@@ -208,7 +81,7 @@ void CudaReducer::finalize(void* dst, int64_t count, DType dtype, ReduceOp op, i
     if constexpr (Tr::kKind != Kind::kBool) {
       DeviceGuard g(device_);
       const Split s = splitFor(dst, dst, dst, count, sizeof(S));
-      launchMap(gridFor(threadsWanted<S>(count, s)), stream_, static_cast<S*>(dst),
+      launchMap(gridFor(threadsWanted<Tr>(count, s)), stream_, static_cast<S*>(dst),
                 static_cast<const S*>(dst), static_cast<const S*>(dst), count, s,
                 AvgMap<Tr>{worldSize});
     }
