@@ -39,6 +39,7 @@ CORE_SOURCES = [
     "csrc/algo/pairwise.cc",
     "csrc/algo/parameter_server.cc",
     "csrc/reduce/reduce_cpu.cc",
+    "csrc/reduce/reduce_bindings.cc",
     "csrc/transport/loopback_transport.cc",
     "csrc/comm/communicator.cc",
     "csrc/comm/engines.cc",
@@ -59,6 +60,7 @@ CUDA_CXX_SOURCES = [
     "csrc/comm/cuda_engine.cc",
     "csrc/algo/ipc_algorithms.cc",
     "csrc/ipc/ipc_bindings.cc",
+    "csrc/reduce/workspace_cuda.cc",
 ]
 CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu"]
 

@@ -10,6 +10,7 @@
 #include "comm/communicator.h"
 #include "comm/factory.h"
 #include "common/errors.h"
+#include "reduce/reduce_bindings.h"
 #include "reduce/reduce_cpu.h"
 #include "ring/schedule.h"
 #ifdef RR_HAVE_MPI
@@ -329,6 +330,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("float_to_half", &floatToHalf);
   m.def("bf16_to_float", &bf16ToFloat);
   m.def("float_to_bf16", &floatToBf16);
+  bindReducers(m);
 
 #ifdef RR_HAVE_CUDA
   m.attr("has_cuda") = true;

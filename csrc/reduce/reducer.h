@@ -21,9 +21,6 @@ class Reducer {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   // True when any of `count` floating-point elements is NaN or infinite.
   virtual bool anyNonFinite(const void* data, int64_t count, DType dtype) = 0;
-  // Scratch memory of at least `bytes`, valid until the next call with a
-  // larger size. Cached across collectives.
-  virtual void* scratch(size_t bytes) = 0;
 };
 
 }  // namespace rr

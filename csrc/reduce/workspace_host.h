@@ -1,6 +1,10 @@
-// Host scratch memory: aligned blocks that grow on demand.
+// Host scratch memory: two independent blocks, each grown on demand and kept
+// across collectives. Host work is synchronous, so an old block can be freed
+// as soon as a larger one is asked for.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <new>
 
@@ -10,32 +14,42 @@ namespace rr {
 
 class HostWorkspace : public Workspace {
  public:
+  static constexpr size_t kAlign = 256;
+
   HostWorkspace() = default;
   ~HostWorkspace() override {
-    std::free(blocks_[0].p);
-    std::free(blocks_[1].p);
+    std::free(first_.ptr);
+    std::free(second_.ptr);
   }
   HostWorkspace(const HostWorkspace&) = delete;
   HostWorkspace& operator=(const HostWorkspace&) = delete;
-  void* get(size_t bytes) override { return grow(blocks_[0], bytes); }
-  void* getSecond(size_t bytes) override { return grow(blocks_[1], bytes); }
+
+  void* get(size_t bytes) override { return grow(first_, bytes); }
+  void* getSecond(size_t bytes) override { return grow(second_, bytes); }
+  size_t capacity() const { return first_.bytes; }
+  size_t secondCapacity() const { return second_.bytes; }
 
  private:
   struct Block {
-    void* p = nullptr;
+    void* ptr = nullptr;
     size_t bytes = 0;
   };
+
   static void* grow(Block& b, size_t bytes) {
-    if (b.p && bytes <= b.bytes) return b.p;
-    size_t want = ((bytes < 256 ? 256 : bytes) + 255) / 256 * 256;
-    void* p = std::aligned_alloc(256, want);
+    if (b.ptr && bytes <= b.bytes) return b.ptr;
+    // aligned_alloc wants a multiple of the alignment; a zero-byte request
+    // still gets a block, so callers may always use the pointer.
+    const size_t want = (std::max<size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign;
+    void* p = std::aligned_alloc(kAlign, want);
     if (!p) throw std::bad_alloc();
-    std::free(b.p);
-    b.p = p;
+    std::free(b.ptr);
+    b.ptr = p;
     b.bytes = want;
     return p;
   }
-  Block blocks_[2];
+
+  Block first_;
+  Block second_;
 };
 
 }  // namespace rr
