@@ -4,6 +4,7 @@ corrupting backend, a failing one), the cost models and the mpirun hint.
 Real runs under mpirun are in test_bench_runs.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -294,6 +295,94 @@ def test_a_failing_backend_skips_its_row_with_the_error():
     with pytest.raises(RowSkipped, match="RuntimeError: no such thing here"):
         h.measure(_Raises(Context("cpu", None, Control(), None)), inp, out, "float32", "sum",
                   False)
+
+
+class _FakeGraphs:
+    """Enough of torch.cuda's graph API to drive measure_graph on the host:
+    a captured call is recorded, a replay runs the recorded calls."""
+
+    capturing = None
+
+    class CUDAGraph:
+        def __init__(self):
+            self.calls = []
+
+        def replay(self):
+            for c in self.calls:
+                c()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def graph(g, **kw):
+        _FakeGraphs.capturing = g
+        try:
+            yield
+        finally:
+            _FakeGraphs.capturing = None
+
+    class _Stream:
+        def wait_stream(self, other):
+            pass
+
+    @classmethod
+    def install(cls, monkeypatch):
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", cls.CUDAGraph)
+        monkeypatch.setattr(torch.cuda, "graph", cls.graph)
+        monkeypatch.setattr(torch.cuda, "Stream", cls._Stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "current_stream", cls._Stream)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+
+
+class _Capturable(_Copy):
+    """Counts the calls that really run; under capture, records them instead."""
+
+    name = "capturable"
+    corrupt = False
+    fail_capture = False
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.ran = 0
+
+    def run(self, inp, out, op):
+        def call():
+            self.ran += 1
+            _Copy.run(self, inp, out, op)
+            if self.corrupt:
+                t = (inp if out is None else out).view(-1)
+                t[0] += 1
+        g = _FakeGraphs.capturing
+        if g is None:
+            call()
+        elif self.fail_capture:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        else:
+            g.calls.append(call)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_graph_rows_check_the_replay_and_time_per_call(monkeypatch, inplace):
+    _FakeGraphs.install(monkeypatch)
+    h = Harness("cpu", Control(), Plan(warmup=2, iters=4, budget=0.0, min_iters=1, check=True,
+                                       seed=5, graph_calls=5))
+    ctx = Context("cpu", None, Control(), None)
+    inp, out = h.allocate(2048, "float32")
+    b = _Capturable(ctx)
+    m = h.measure_graph(b, inp, out, "float32", "sum", inplace)
+    assert m.wrong == 0 and m.iters == 4 and m.seconds > 0
+    # 2 eager warm-ups, 1 checked replay of the one-call graph, then replays of
+    # the 5-call graph: 1 timed warm-up, 1 more warm-up, 4 timed.
+    assert b.ran == 2 + 1 + 5 * (1 + 1 + 4)
+    bad = _Capturable(ctx)
+    bad.corrupt = True
+    assert h.measure_graph(bad, inp, out, "float32", "sum", inplace).wrong == 1
+    fails = _Capturable(ctx)
+    fails.fail_capture = True
+    with pytest.raises(RowSkipped, match="stream is capturing"):
+        h.measure_graph(fails, inp, out, "float32", "sum", inplace)
 
 
 def test_host_rows_say_why_they_cannot_be_graphed():

@@ -67,7 +67,7 @@ def test_json_schema_from_a_real_run(run2):
     doc = json.loads((tmp / "out" / "r.json").read_text())  # a bare name lands in out/
     assert {"schema", "machine", "command", "world_size", "results", "skipped", "skipped_rows",
             "sizes", "environment", "options", "backends", "reduce_rate"} <= set(doc)
-    assert doc["schema"] == 2
+    assert doc["schema"] == 2 and doc["partial"] is False
     m = doc["machine"]
     assert {"host", "cpu", "cores", "gpus", "driver", "versions"} <= set(m)
     assert isinstance(m["host"], str) and isinstance(m["cores"], int)

@@ -6,7 +6,7 @@ import argparse
 import datetime
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import baselines, report
 from .backend import Backend, BackendUnavailable, Context
@@ -99,8 +99,9 @@ def _select(harness: Harness, b: Backend, inp: Any, op: str) -> Tuple[Optional[s
 
 def _measure_pass(graph: bool, harness: Harness, active: List[Backend], size_list: List[int],
                   args: argparse.Namespace, modes: List[bool], skips: Skips,
-                  progress: report.Progress) -> List[Row]:
-    """Every size, dtype, op, backend and mode, eager calls or graph replays."""
+                  progress: report.Progress, done: Callable[[List[Row]], None]) -> List[Row]:
+    """Every size, dtype, op, backend and mode, eager calls or graph replays;
+    done(rows so far) after each size."""
     rows: List[Row] = []
     nranks = harness.nranks
     why_not = {b.name: b.graph_skip_reason() for b in active} if graph else {}
@@ -147,6 +148,7 @@ def _measure_pass(graph: bool, harness: Harness, active: List[Backend], size_lis
                                         a, bus, m.wrong, m.iters, graph, algo, algo_why))
                 own = None
             del shared
+        done(rows)
     return rows
 
 
@@ -242,7 +244,35 @@ def run(args: argparse.Namespace) -> int:
     progress = report.Progress(len(passes) * len(size_list) * len(args.datatype) * len(args.op)
                                * len(active) * len(modes),
                                enabled=rank == 0 and not args.no_progress)
+    json_path = output_path(args.json, args.out_dir)
+    plot_path = output_path(args.plot, args.out_dir)
+    descriptions = {b.name: b.description for b in active}
+
+    def extra(partial: bool) -> Dict[str, Any]:
+        return {"partial": partial,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "device": device, "launcher": launch.launcher,
+                "backends": descriptions, "skipped": skipped, "skipped_rows": skips.as_list(),
+                "sizes": size_list, "notes": notes, "environment": env,
+                "options": {"minbytes": args.minbytes, "maxbytes": args.maxbytes,
+                            "stepfactor": args.stepfactor, "sizes": args.sizes,
+                            "warmup": args.warmup_iters, "iters": args.iters,
+                            "budget_s": args.budget, "min_iters": args.min_iters,
+                            "check": args.check, "chunk_bytes": args.chunk_bytes,
+                            "seed": args.seed, "graph": args.graph,
+                            "graph_only": args.graph_only, "graph_iters": args.graph_iters,
+                            "modes": ["in-place" if m else "out-of-place" for m in modes]},
+                "reduce_rate": reduce_rate,
+                # Other work on the host skews results; record how busy it was.
+                "load_average": {"start": load_start, "end": _loadavg()}}
+
     rows: List[Row] = []
+
+    def checkpoint(more: List[Row]) -> None:
+        # A run cut short (a timeout in a script) still leaves what it measured.
+        if rank == 0 and json_path:
+            write_json(json_path, machine, command, nranks, rows + more, extra(True))
+
     for graph in passes:
         if graph and device != "cuda":
             why = ("CUDA graphs capture device work: this run's buffers are on the host "
@@ -254,13 +284,11 @@ def run(args: argparse.Namespace) -> int:
                         for nb in size_list:
                             skips.add(b.name, True, nb, dtype, op, why)
             continue
-        rows += _measure_pass(graph, harness, active, size_list, args, modes, skips, progress)
+        rows += _measure_pass(graph, harness, active, size_list, args, modes, skips, progress,
+                              checkpoint)
     progress.close()
 
-    json_path = output_path(args.json, args.out_dir)
-    plot_path = output_path(args.plot, args.out_dir)
     if rank == 0:
-        descriptions = {b.name: b.description for b in active}
         for name, graph in report.labels(rows):
             print()
             print(report.backend_table(rows, name, descriptions.get(name, ""), graph))
@@ -275,23 +303,8 @@ def run(args: argparse.Namespace) -> int:
             for name, why in skipped.items():
                 print(f"# skipped backend {name}: {why}")
             print("\n".join(report.skipped_lines(skipped_rows)))
-        extra = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "device": device, "launcher": launch.launcher,
-                 "backends": descriptions, "skipped": skipped, "skipped_rows": skipped_rows,
-                 "sizes": size_list, "notes": notes, "environment": env,
-                 "options": {"minbytes": args.minbytes, "maxbytes": args.maxbytes,
-                             "stepfactor": args.stepfactor, "sizes": args.sizes,
-                             "warmup": args.warmup_iters, "iters": args.iters,
-                             "budget_s": args.budget, "min_iters": args.min_iters,
-                             "check": args.check, "chunk_bytes": args.chunk_bytes,
-                             "seed": args.seed, "graph": args.graph,
-                             "graph_only": args.graph_only, "graph_iters": args.graph_iters,
-                             "modes": ["in-place" if m else "out-of-place" for m in modes]},
-                 "reduce_rate": reduce_rate,
-                 # Other work on the host skews results; record how busy it was.
-                 "load_average": {"start": load_start, "end": _loadavg()}}
         if json_path:
-            write_json(json_path, machine, command, nranks, rows, extra)
+            write_json(json_path, machine, command, nranks, rows, extra(False))
             print(f"# wrote {json_path}")
         if plot_path and rows:
             from .plot import plot, plot_title

@@ -70,7 +70,8 @@ def plot(path: str, rows: Sequence[Row], title: str, note: str = "") -> None:
     ax2.set_ylabel("time (us)")
     ax2.set_title("time per all-reduce (lower is better)")
     ax1.legend(fontsize=7, loc="upper left")
-    ax2.legend(fontsize=7, loc="upper left")
+    if "launch" in names:  # only in the time panel: say which line it is there
+        ax2.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=11)
     if note:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="0.35")
