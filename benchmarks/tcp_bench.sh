@@ -32,6 +32,13 @@ NS_A=rr-tcp-a NS_B=rr-tcp-b IFACE=rr0 IP_A=10.77.0.1 IP_B=10.77.0.2
 PYBIN=$(command -v "$PY")
 t_all=$SECONDS
 
+if ! "$PY" -c "import ringreduce._C" 2>/dev/null; then  # a fresh machine: host-only build
+  t=$SECONDS
+  RINGREDUCE_CUDA=0 "$PY" setup.py build_ext --inplace > "$OUT/build.log" 2>&1 ||
+    { tail -30 "$OUT/build.log"; exit 1; }
+  echo "== build: $((SECONDS - t)) s"
+fi
+
 cleanup() { ip netns del "$NS_A" 2>/dev/null; ip netns del "$NS_B" 2>/dev/null; true; }
 trap cleanup EXIT
 
