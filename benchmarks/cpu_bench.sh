@@ -2,7 +2,7 @@
 # The command that produced benchmarks/results/cpu-4rank.{json,png}.
 # 4 ranks on one host through Open MPI's shared-memory transport. On the
 # 2-core machine the committed results come from, the 4 ranks are
-# oversubscribed (2 ranks per core); see docs/benchmarks.md.
+# oversubscribed (2 ranks per core); see docs/benchmark-results.md.
 # Iterations per size: about 0.5 s of timed iterations (--budget), at least 3,
 # at most 50; 5 warm-ups at most. Extra arguments are passed through.
 set -euo pipefail

@@ -149,3 +149,83 @@ def command_line(launcher: str, size: int) -> str:
     if launcher == "torchrun":
         return f"torchrun --nproc-per-node {size} {own}"
     return own
+
+
+# -- the mpirun line for a run that was not launched ----------------------------------
+def physical_cores() -> int:
+    """Cores as Open MPI counts slots by default (not hardware threads)."""
+    seen = set()
+    try:
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":", 1)[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":", 1)[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        seen.add((phys, core))
+                    phys = core = None
+        if core is not None:
+            seen.add((phys, core))
+    except OSError:
+        pass
+    return len(seen) or (os.cpu_count() or 1)
+
+
+def mpirun_flavor() -> Optional[str]:
+    """'openmpi', 'mpich' (MPICH, Intel MPI: Hydra) or 'unknown'; None without mpirun."""
+    exe = shutil.which("mpirun")
+    if not exe:
+        return None
+    try:
+        p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = p.stdout + p.stderr
+    if "Open MPI" in text or "OpenRTE" in text:
+        return "openmpi"
+    if "HYDRA" in text or "MPICH" in text or "Intel" in text:
+        return "mpich"
+    return "unknown"
+
+
+def own_command(argv: Optional[List[str]] = None) -> List[str]:
+    """This process's command, as another launcher would start it."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or os.path.basename(argv[0]) in ("__main__.py", "-m", "-c"):
+        return [sys.executable, "-m", "ringreduce.bench"] + argv[1:]
+    return argv
+
+
+def mpirun_line(command: List[str], nranks: int, flavor: Optional[str], is_root: bool,
+                cores: int) -> str:
+    """The mpirun command that runs `command` on nranks ranks here. Open MPI
+    refuses root without --allow-run-as-root and more ranks than cores
+    without --oversubscribe; MPICH's Hydra needs neither."""
+    words = ["mpirun"]
+    if flavor in ("openmpi", "unknown"):
+        if is_root:
+            words.append("--allow-run-as-root")
+        if nranks > cores:
+            words.append("--oversubscribe")
+    return shlex.join(words + ["-np", str(nranks)] + command)
+
+
+def launch_hint(nranks: int = 4, argv: Optional[List[str]] = None) -> List[str]:
+    """Lines telling a user who ran the benchmark without a launcher how to run it on ranks."""
+    flavor = mpirun_flavor()
+    cmd = own_command(argv)
+    lines = ["# not under a launcher: one process, so nothing crosses between ranks "
+             "(useful for per-call overhead only)."]
+    if flavor is None:
+        lines.append("# mpirun is not on the PATH: install Open MPI (scripts/setup.sh does), "
+                     f"or use: torchrun --nproc-per-node {nranks} -m ringreduce.bench "
+                     + shlex.join(cmd[3:] if cmd[1:3] == ["-m", "ringreduce.bench"]
+                                  else cmd[1:]))
+        return lines
+    line = mpirun_line(cmd, nranks, flavor, os.geteuid() == 0, physical_cores())
+    lines.append(f"# to measure {nranks} ranks on this machine, run:")
+    lines.append(f"#   {line}")
+    return lines
