@@ -81,7 +81,8 @@ def test_json_schema_from_a_real_run(run2):
     keys = {"backend", "graph", "bytes", "count", "dtype", "op", "inplace", "time_us", "algbw",
             "busbw", "wrong", "iters", "algo", "algo_why"}
     rows = doc["results"]
-    ran = {"ringreduce", "ringreduce-ring", "mpi", "gloo", "launch", "test-corrupt"}
+    ran = {"ringreduce", "ringreduce-ring", "ringreduce-ps", "mpi", "gloo", "launch",
+           "test-corrupt"}
     assert {r["backend"] for r in rows} == ran
     assert len(rows) == 4 * len(ran) * 2
     for r in rows:
