@@ -91,33 +91,58 @@ py::tuple hostBuffer(py::handle obj) {
   return t;
 }
 
-// The latency path for the commonest call, a blocking in-place all-reduce of
-// a writable, contiguous host array of a supported dtype: no Python layer in
-// between. Returns false (touching nothing) for anything else, and the
-// Python layer then takes the general path with its checks and messages.
-bool allreduceHostInPlace(Communicator& c, py::handle obj, ReduceOp op) {
-  Py_buffer view;
-  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_RECORDS) != 0) {  // writable only
+// The latency path for the commonest call, a blocking all-reduce of host
+// memory: no Python layer between the caller and the core.
+void allreduceHostNow(Communicator& c, uintptr_t in, uintptr_t out, int64_t count, int dtype,
+                      int op) {
+  RR_CHECK_ARG(validDType(dtype), "unknown dtype code " + std::to_string(dtype));
+  RR_CHECK_ARG(validOp(op), "unknown op code " + std::to_string(op));
+  Call call;
+  call.coll = Coll::kAllreduce;
+  call.in = reinterpret_cast<const void*>(in);
+  call.out = reinterpret_cast<void*>(out);
+  call.count = count;
+  call.dtype = static_cast<DType>(dtype);
+  call.op = static_cast<ReduceOp>(op);
+  py::gil_scoped_release release;
+  c.submit(std::move(call), false)->wait(-1.0, -1);
+}
+
+// The same for arrays that expose the buffer protocol (NumPy): x in place
+// when out is None. Returns false, touching nothing, when the call is not
+// that simple (read-only, strided, unsupported dtype, out of another shape
+// or dtype, partial overlap); the Python layer then takes the general path
+// with its checks and messages.
+bool allreduceHostArrays(Communicator& c, py::handle x, py::handle out, int op) {
+  Py_buffer in, dst;
+  uintptr_t dest = 0;
+  const bool inPlace = out.is_none();
+  if (PyObject_GetBuffer(x.ptr(), &in, inPlace ? PyBUF_RECORDS : PyBUF_RECORDS_RO) != 0) {
     PyErr_Clear();
     return false;
   }
-  const int code = dtypeCodeOf(view);
-  const bool ok = code >= 0 && PyBuffer_IsContiguous(&view, 'C') &&
-                  opRefusal(static_cast<DType>(code), op).empty();
-  Call call;
-  call.coll = Coll::kAllreduce;
-  call.in = call.out = view.buf;
-  call.count = view.itemsize ? view.len / view.itemsize : 0;
-  call.dtype = static_cast<DType>(code);
-  call.op = op;
-  PyBuffer_Release(&view);  // the caller holds the array for the whole call
-  if (!ok) return false;
-  std::shared_ptr<Work> work;
-  {
-    py::gil_scoped_release release;
-    work = c.submit(std::move(call), false);
-    work->wait(-1.0, -1);
+  bool ok = PyBuffer_IsContiguous(&in, 'C') && dtypeCodeOf(in) >= 0 && validOp(op);
+  if (ok && !inPlace) {
+    if (PyObject_GetBuffer(out.ptr(), &dst, PyBUF_RECORDS) != 0) {
+      PyErr_Clear();
+      ok = false;
+    } else {
+      const char* a = static_cast<const char*>(in.buf);
+      const char* b = static_cast<const char*>(dst.buf);
+      ok = PyBuffer_IsContiguous(&dst, 'C') && dtypeCodeOf(dst) == dtypeCodeOf(in) &&
+           dst.len == in.len && (a == b || a + in.len <= b || b + dst.len <= a);
+      dest = reinterpret_cast<uintptr_t>(dst.buf);
+      PyBuffer_Release(&dst);
+    }
   }
+  const int code = dtypeCodeOf(in);
+  ok = ok && opRefusal(static_cast<DType>(code), static_cast<ReduceOp>(op)).empty();
+  const uintptr_t src = reinterpret_cast<uintptr_t>(in.buf);
+  if (inPlace) dest = src;
+  const int64_t count = in.itemsize ? in.len / in.itemsize : 0;
+  PyBuffer_Release(&in);  // the caller holds the arrays for the whole call
+  if (!ok) return false;
+  allreduceHostNow(c, src, dest, count, code, op);
   return true;
 }
 
@@ -255,7 +280,7 @@ PYBIND11_MODULE(_C, m) {
                              "A copy of the settings in force.")
       .def("set_timeout", [](Communicator& c, double v) { c.options().timeoutSec = v; })
       .def("set_chunk_bytes", [](Communicator& c, int64_t v) { c.options().chunkBytes = v; })
-      .def("set_policy", [](Communicator& c, const SelectPolicy& p) { c.options().policy = p; })
+      .def("set_policy", &Communicator::setPolicy, py::call_guard<py::gil_scoped_release>())
       .def(
           "submit",
           [](Communicator& c, Coll coll, uintptr_t in, uintptr_t out, int64_t count, DType dtype,
@@ -302,8 +327,10 @@ PYBIND11_MODULE(_C, m) {
              return out;
            },
            py::arg("mine"), "Blocking all-gather of a few bytes per rank (engine setup).")
-      .def("allreduce_host_inplace", &allreduceHostInPlace, py::arg("x"), py::arg("op"),
-           "Blocking in-place all-reduce of a host array; False if not applicable.")
+      .def("allreduce_host_arrays", &allreduceHostArrays,
+           "Blocking all-reduce of host arrays (x, out or None, op code); False if not applicable.")
+      .def("allreduce_host", &allreduceHostNow,
+           "Blocking all-reduce of host memory (in, out, count, dtype code, op code).")
       .def("abort", &Communicator::abort, py::arg("why"), py::call_guard<py::gil_scoped_release>())
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
 

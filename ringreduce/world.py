@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 from . import _C, settings
 from ._device import DeviceEngines
-from .comm import Communicator
+from .comm import _SLOW, Communicator
 from .errors import RingReduceError
 from .launch import LaunchInfo, detect
 
@@ -112,10 +112,9 @@ def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,
 
 
 def _get() -> Communicator:
+    # A finalized default communicator raises from its own calls.
     if _default is None:
         raise RingReduceError("ringreduce is not initialized; call ringreduce.init() first")
-    if _default._impl.finalized:
-        raise RingReduceError("ringreduce was finalized; call ringreduce.init() again")
     return _default
 
 
@@ -161,7 +160,12 @@ def local_rank() -> int:
 
 def allreduce(x: Any, op: str = "sum", *, out: Any = None, async_op: bool = False,
               chunk_bytes: Optional[int] = None, algo: Optional[str] = None) -> Any:
-    return _get().allreduce(x, op, out=out, async_op=async_op, chunk_bytes=chunk_bytes, algo=algo)
+    c = _default or _get()
+    if not async_op and chunk_bytes is None and algo is None:
+        done = c._allreduce_now(x, op, out)  # the latency path, without another call layer
+        if done is not _SLOW:
+            return done
+    return c.allreduce(x, op, out=out, async_op=async_op, chunk_bytes=chunk_bytes, algo=algo)
 
 
 def reduce_scatter(x: Any, *, out: Any = None, op: str = "sum", async_op: bool = False) -> Any:

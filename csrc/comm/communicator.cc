@@ -211,9 +211,9 @@ void Communicator::execute(const Item& item) {
       work.markDone(nullptr);
       return;
     }
-    Choice choice;
+    Algorithm* algo = nullptr;
     try {
-      choice = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy);
+      algo = choose(call, engine);
     } catch (ArgumentError& no) {
       // Before any data moved: a refusal, announced like bad arguments (the
       // ranks that refuse alike keep a usable communicator).
@@ -224,12 +224,12 @@ void Communicator::execute(const Item& item) {
     // Where neither the transport's messages nor the algorithm's flags carry
     // the fingerprint (the ring over NCCL), the host transport compares it.
     if (engine.device() >= 0 && opt_.deviceFingerprint && size_ > 1 && hasHostTransport() &&
-        !choice.algo->fingerprintInFlags() && !engine.transport().carriesTags())
+        !algo->fingerprintInFlags() && !engine.transport().carriesTags())
       compareWithNeighbours();
     AlgoEnv env{engine.transport(), engine.reducer(), engine.workspace(), chunkFor(call, engine),
                 opt_.depth};
     engine.begin(call.stream);
-    choice.algo->run(call, env);
+    algo->run(call, env);
     finishDevice(engine.end(), work, deadline, call);
   } catch (Error& e) {
     e.addContext(describe(call));
@@ -239,6 +239,20 @@ void Communicator::execute(const Item& item) {
     if (moving) poison(Verdicts::Kind::kError, describe(call) + ": unexpected error");
     work.markFailed(std::current_exception());
   }
+}
+
+// The selector's answer is a pure function of the call's shape, the engine
+// and the policy; training loops repeat one shape, so the last answer is kept.
+Algorithm* Communicator::choose(const Call& call, Engine& engine) {
+  LastChoice& m = lastChoice_;
+  const bool cacheable = call.algo.empty() && call.counts.empty() && call.recvCounts.empty();
+  if (cacheable && m.algo && m.engine == &engine && m.coll == call.coll && m.dtype == call.dtype &&
+      m.op == call.op && m.count == call.count && m.root == call.root && m.policyEpoch == policyEpoch_)
+    return m.algo;
+  Algorithm* a = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy).algo;
+  if (cacheable)
+    m = LastChoice{a, &engine, call.coll, call.dtype, call.op, call.count, call.root, policyEpoch_};
+  return a;
 }
 
 void Communicator::finishDevice(std::shared_ptr<Completion> c, Work& work,

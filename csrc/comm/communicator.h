@@ -67,6 +67,13 @@ class Communicator {
   int rank() const { return rank_; }
   int size() const { return size_; }
   Options& options() { return opt_; }
+  // Changes the selection policy (between calls, on every rank alike).
+  void setPolicy(const SelectPolicy& p) {
+    runExclusive([&] {
+      opt_.policy = p;
+      ++policyEpoch_;
+    });
+  }
   std::vector<std::string> engineNames() const { return engines_.names(); }
   uint64_t sequence() const;
 
@@ -116,6 +123,7 @@ class Communicator {
                     const Call& call);
   void announceRefusal(const Call& call, const std::string& why);
   bool progressInFlight();
+  Algorithm* choose(const Call& call, Engine& engine);
   void compareWithNeighbours();
   int64_t chunkFor(const Call& call, const Engine& engine) const;
   Clock::time_point deadlineFromNow() const;
@@ -149,6 +157,19 @@ class Communicator {
   Watchdog watchdog_{[this](bool timeout, const std::string& msg) { onDeviceFailure(timeout, msg); }};
 
   Verdicts verdicts_;
+
+  struct LastChoice {
+    Algorithm* algo = nullptr;
+    Engine* engine = nullptr;
+    Coll coll = Coll::kAllreduce;
+    DType dtype = DType::kFloat32;
+    ReduceOp op = ReduceOp::kSum;
+    int64_t count = 0;
+    int root = 0;
+    uint64_t policyEpoch = 0;
+  };
+  LastChoice lastChoice_;   // used by the thread that runs calls only
+  uint64_t policyEpoch_ = 0;  // bumped when the policy changes
 };
 
 }  // namespace rr
