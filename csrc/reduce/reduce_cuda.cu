@@ -55,6 +55,13 @@ int CudaReducer::gridFor(int64_t threads) const {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(blocks, maxBlocks_)));
 }
 
+// The map kernel takes one tile per block (reduce_kernels.cuh): as many
+// blocks as tiles, which the hardware schedules as others finish.
+static int mapGrid(int64_t threads) {
+  const int64_t blocks = (threads + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t(1) << 30)));
+}
+
 void CudaReducer::reduce(void* dst, const void* a, const void* b, int64_t count, DType dtype,
                          ReduceOp op) {
   dispatchReduction(dtype, op, [&](auto tr, auto fn) {
@@ -63,7 +70,7 @@ void CudaReducer::reduce(void* dst, const void* a, const void* b, int64_t count,
     if (count <= 0) return;
     DeviceGuard g(device_);
     const Split s = splitFor(dst, a, b, count, sizeof(S));
-    launchMap(gridFor(threadsWanted<Tr>(count, s)), stream_, static_cast<S*>(dst),
+    launchMap(mapGrid(threadsWanted<Tr>(count, s)), stream_, static_cast<S*>(dst),
               static_cast<const S*>(a), static_cast<const S*>(b), count, s,
               CombineMap<Tr, decltype(fn)>{fn});
   });
@@ -81,7 +88,7 @@ void CudaReducer::finalize(void* dst, int64_t count, DType dtype, ReduceOp op, i
     if constexpr (Tr::kKind != Kind::kBool) {
       DeviceGuard g(device_);
       const Split s = splitFor(dst, dst, dst, count, sizeof(S));
-      launchMap(gridFor(threadsWanted<Tr>(count, s)), stream_, static_cast<S*>(dst),
+      launchMap(mapGrid(threadsWanted<Tr>(count, s)), stream_, static_cast<S*>(dst),
                 static_cast<const S*>(dst), static_cast<const S*>(dst), count, s,
                 AvgMap<Tr>{worldSize});
     }

@@ -6,10 +6,9 @@
 //
 // One kernel template serves every elementwise pass, and it runs at HBM rate:
 // each thread keeps 2 x kUnroll independent 16-byte loads in flight before
-// the first use, a grid of kBlocksPerSm blocks per SM stays resident with an
-// equal contiguous share of the buffer each, and a scalar pass covers the few
-// elements before the first and after the last aligned vector. Bytes: 2 read
-// + 1 written per element; nothing else touches memory.
+// the first use, one tile of vectors per block, and a scalar pass covers the
+// few elements before the first and after the last aligned vector. Bytes: 2
+// read + 1 written per element; nothing else touches memory.
 #pragma once
 
 #include <algorithm>
@@ -90,14 +89,16 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   const uint4* av = reinterpret_cast<const uint4*>(a + head);
   const uint4* bv = reinterpret_cast<const uint4*>(b + head);
   uint4* dv = reinterpret_cast<uint4*>(dst + head);
-  // Block b owns one contiguous share of the vectors, equal for every block
-  // (rounded to 32 vectors, so that warps start on 512-byte boundaries): a
-  // grid-stride loop would leave some blocks a whole step longer than others,
-  // which costs up to one step in 30 at a few hundred MiB.
-  const int64_t share = ((nvec + gridDim.x - 1) / gridDim.x + 31) / 32 * 32;
-  const int64_t lo = imin(nvec, int64_t(blockIdx.x) * share);
-  const int64_t hi = imin(nvec, lo + share);
-  for (int64_t base = lo + threadIdx.x; base < hi; base += int64_t(kThreads) * kU) {
+  // Tiles of kThreads x kU vectors, block b taking tiles b, b + grid, ...:
+  // the blocks in flight at any moment stream one contiguous window of
+  // memory (DRAM pages stay open), and with one tile per block, as the host
+  // launches it, the hardware balances blocks as they finish. Measured on an
+  // H200: equal contiguous shares per resident block reached 0.86-0.88 of
+  // the copy rate (run 1 in benchmarks/NOTES.md).
+  constexpr int64_t kTile = int64_t(kThreads) * kU;
+  for (int64_t t0 = int64_t(blockIdx.x) * kTile; t0 < nvec; t0 += int64_t(gridDim.x) * kTile) {
+    const int64_t base = t0 + threadIdx.x;
+    const int64_t hi = imin(nvec, t0 + kTile);
     if (base + (kU - 1) * kThreads < hi) {
       uint4 x[kU], y[kU];
 #pragma unroll
