@@ -5,6 +5,7 @@
 #   benchmarks/dev/ucx_bench.sh ucx pingpong|exchange|allreduce [N] [ucx_bench args...]
 #   benchmarks/dev/ucx_bench.sh mpi pingpong|exchange|allreduce [N] [max_bytes]
 #   benchmarks/dev/ucx_bench.sh perftest "<UCX_ENV=..>" [ucx_perftest args...]   (2 ranks, loopback)
+#   benchmarks/dev/ucx_bench.sh perfmatrix "<UCX_ENV=..>"   tag_lat with peer error handling, 8 B .. 256 MiB
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
@@ -53,5 +54,14 @@ case "$what" in
     env $envs "$UCX/bin/ucx_perftest" 127.0.0.1 -p $port "$@"
     wait $spid
     ;;
-  *) echo "usage: $0 ucx|mpi|perftest ..." >&2; exit 2 ;;
+  perfmatrix)
+    envs=$1
+    for s in 8 1024 65536 1048576 8388608 67108864 268435456; do
+      n=10000; [ "$s" -ge 1048576 ] && n=200; [ "$s" -ge 67108864 ] && n=20
+      line=$("$0" perftest "$envs" -t tag_lat -s "$s" -n $n -w $((n / 10 + 1)) -f -e | tail -1)
+      lat=$(echo "$line" | awk '{print $2}')
+      awk -v s="$s" -v l="$lat" 'BEGIN { printf "%12d B  %10.3f us  %6.2f GB/s\n", s, l, s / (l * 1000) }'
+    done
+    ;;
+  *) echo "usage: $0 ucx|mpi|perftest|perfmatrix ..." >&2; exit 2 ;;
 esac

@@ -68,7 +68,11 @@ void UcxTransport::sendNotice(const Notice& notice, const int* peers, int numPee
         const int r = numPeers > 0 && peers ? peers[i] : i;
         if (r < 0 || r >= size_ || r == rank_) continue;
         Peer& p = peers_[r];
-        ensureEp(p);  // after abort() the endpoints are gone: a notice makes a fresh one
+        // After abort() the endpoints are gone: a notice makes a fresh one,
+        // but only on this host. A TCP connect blocks (UCX_TCP_CONN_NB=n), for
+        // minutes if the peer's host is gone; a remote peer learns of our
+        // abort from its closed connection instead.
+        if (peerOnHost(r)) ensureEp(p);
         if (!p.ep || p.failure != UCS_OK) continue;
         auto s = std::make_unique<NoticeSend>();
         s->buf = notice;

@@ -2,6 +2,7 @@
 // address exchange, endpoints, and their release without hanging on a dead
 // peer. The data path is in ucx_transport.cc.
 #include <dlfcn.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -46,6 +47,8 @@ constexpr auto kCloseTimeout = std::chrono::seconds(2);
 constexpr char kHostMagic[] = "rr-ucx-host/1 ";
 constexpr char kAddrMagic[] = "rr-ucx-addr/1 ";
 constexpr int kNoticeSlots = 4;
+// Idle progress rounds before a wait yields (about 50 ns each): see spinsBeforeYield_.
+constexpr unsigned kSpinsOversubscribed = 32, kSpinsDedicated = 4096;
 
 std::string firstLine(const char* path) {
   std::ifstream f(path);
@@ -131,6 +134,11 @@ UcxTransport::UcxTransport(int rank, int size, AddressExchange exchange, const U
     allLocal = allLocal && hosts_[r] == host;
   }
   const std::string myNs = me.substr(me.rfind(' ') + 1);
+  cpu_set_t cpus;
+  const int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  int local = 0;
+  for (const auto& h : hosts_) local += h == host;
+  spinsBeforeYield_ = local > cores ? kSpinsOversubscribed : kSpinsDedicated;
   try {
     createWorker(opts, allLocal);
     ucp_worker_attr_t attr{};
@@ -182,10 +190,12 @@ void UcxTransport::applySettings(ucp_config_t* config, const UcxOptions& opts, b
   };
   auto set = [&](const std::string& name, const std::string& value, const char* source) {
     ucs_status_t s = ucp_config_modify(config, name.c_str(), value.c_str());
-    if (s != UCS_OK)
-      RR_THROW(ArgumentError, "rank " + std::to_string(rank_) + " (ucx): UCX rejects " + name +
-                                  "=" + value + " (" + source + "): " + statusText(s));
-    note(name, value, source);
+    if (s == UCS_OK) return note(name, value, source);
+    // A value the caller chose must take effect; one of our defaults that
+    // this UCX does not know is only noted.
+    if (std::string(source) == "default") return note(name, value, "default, unknown to this UCX");
+    RR_THROW(ArgumentError, "rank " + std::to_string(rank_) + " (ucx): UCX rejects " + name + "=" +
+                                value + " (" + source + "): " + statusText(s));
   };
   auto choose = [&](const char* name, const std::string& given, const std::string& ours,
                     std::initializer_list<const char*> envAlso = {}) {
@@ -222,6 +232,18 @@ void UcxTransport::applySettings(ucp_config_t* config, const UcxOptions& opts, b
 
 void UcxTransport::createWorker(const UcxOptions& opts, bool allLocal) {
   const std::string me = "rank " + std::to_string(rank_) + " (ucx): ";
+  // libucp.so.0 is one soname for every UCX: if Open MPI's pml/osc ucx
+  // components loaded the system's older copy first, ours binds to it.
+  unsigned major = 0, minor = 0, release = 0;
+  ucp_get_version(&major, &minor, &release);
+  if (major != UCP_API_MAJOR || minor < UCP_API_MINOR)
+    RR_THROW(Error, me + "the UCX loaded in this process is " + std::to_string(major) + "." +
+                        std::to_string(minor) + "." + std::to_string(release) +
+                        ", older than the " + std::to_string(UCP_API_MAJOR) + "." +
+                        std::to_string(UCP_API_MINOR) +
+                        " ringreduce was built with (that copy came first, likely through MPI's UCX"
+                        " components): import ringreduce"
+                        " before MPI starts, or keep MPI off UCX (OMPI_MCA_pml=^ucx OMPI_MCA_osc=^ucx)");
   ucp_config_t* config = nullptr;
   ucs_status_t s = ucp_config_read(nullptr, nullptr, &config);
   if (s != UCS_OK) RR_THROW(Error, me + "ucp_config_read failed: " + statusText(s));

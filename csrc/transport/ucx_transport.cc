@@ -1,5 +1,6 @@
 // UcxTransport's data path: posting exchanges, progress, checking what
-// arrived, notices, and abort. Bootstrap and teardown are in ucx_setup.cc.
+// arrived, waiting. Notices and abort are in ucx_control.cc, bootstrap and
+// teardown in ucx_setup.cc.
 #include "transport/ucx_transport.h"
 
 #include <dlfcn.h>
@@ -18,10 +19,8 @@ namespace {
 // hook (Ctrl-C) at most this often.
 constexpr unsigned kClockEvery = 16;
 constexpr auto kHookEvery = std::chrono::milliseconds(2);
-// Progress rounds without any event before a wait yields its core (with more
-// ranks than cores the peer we wait for may need it), and idle time after
-// which it also sleeps a little per round (a stopped peer costs no CPU then).
-constexpr unsigned kSpinsBeforeYield = 32;
+// Idle time after which a wait also sleeps a little per round (a stopped
+// peer costs no CPU then). When it starts to yield is spinsBeforeYield_.
 constexpr auto kIdleBeforeSleep = std::chrono::milliseconds(100);
 constexpr auto kIdleSleep = std::chrono::microseconds(50);
 // How often a stalled wait looks at its local peers' processes.
@@ -69,11 +68,11 @@ void UcxTransport::checkUsable() const {
 // it while we still can name it. Device pointers exist only once libcuda is
 // loaded, so until then the check costs one look at the loader's counter.
 void UcxTransport::checkBuffer(const Xfer& x, const char* what) {
-  const std::string me = "rank " + std::to_string(rank_) + " (ucx): ";
+  auto me = [&] { return "rank " + std::to_string(rank_) + " (ucx): "; };  // words only on failure
   RR_CHECK_ARG(x.peer >= 0 && x.peer < size_ && x.peer != rank_,
-               me + what + " peer " + std::to_string(x.peer) + " is not another rank of 0.." +
+               me() + what + " peer " + std::to_string(x.peer) + " is not another rank of 0.." +
                    std::to_string(size_ - 1));
-  RR_CHECK_ARG(x.data || x.bytes == 0, me + what + " of " + bytesText(x.bytes) + " with rank " +
+  RR_CHECK_ARG(x.data || x.bytes == 0, me() + what + " of " + bytesText(x.bytes) + " with rank " +
                                            std::to_string(x.peer) + " has no buffer");
   if (cudaSupported_ || x.bytes == 0) return;
   if (!cuPointerGetAttribute_) {
@@ -91,7 +90,7 @@ void UcxTransport::checkBuffer(const Xfer& x, const char* what) {
   auto ptr = reinterpret_cast<unsigned long long>(x.data);
   if (get(&type, kCuPointerAttributeMemoryType, ptr) == 0 && type == kCuMemoryTypeDevice &&
       !(get(&managed, kCuPointerAttributeIsManaged, ptr) == 0 && managed))
-    RR_THROW(ArgumentError, me + what + " of " + bytesText(x.bytes) + " with rank " +
+    RR_THROW(ArgumentError, me() + what + " of " + bytesText(x.bytes) + " with rank " +
                                 std::to_string(x.peer) +
                                 " is in device memory, and this UCX has no CUDA transports"
                                 " (settings: " + settingsText_ + ")");
@@ -118,7 +117,7 @@ UcxTransport::Exchange* UcxTransport::newExchange() {
 // failure, so the exchange reports it instead of waiting.
 void UcxTransport::postOp(Exchange& x, Op& op, void* data) {
   Peer& p = peers_[op.peer];
-  if (!op.isRecv) ensureEp(p);
+  ensureEp(p);  // a receive needs none, but with one keepalive watches the sender
   if (p.failure != UCS_OK || (!op.isRecv && !p.ep)) {
     op.done = true;
     op.status = p.failure != UCS_OK ? p.failure : UCS_ERR_UNREACHABLE;
@@ -212,59 +211,61 @@ std::string UcxTransport::where(const Exchange& x) const {
 
 // Under mu_. Checks the ops that finished since the last look; the first
 // problem fails the exchange. A receive's bytes count as data only if the
-// sender's fingerprint is ours and the size is what we asked for.
+// sender's fingerprint is ours and the size is what we asked for. Words are
+// built only for a failure: this runs after every completion.
 void UcxTransport::check(Exchange& x) {
   x.dirty = false;
-  const std::string me = "rank " + std::to_string(rank_) + " (ucx): ";
   const uint64_t mine = fp::fold(x.tag, ucxtag::kFingerprintBits);
   for (Op& op : x.ops) {
     if (x.failed) return;
+    if (op.checked) continue;
     const Peer& p = peers_[op.peer];
-    const std::string peer = "rank " + std::to_string(op.peer);
     if (!op.done) {
       // Receives are posted on the worker, not on an endpoint, and a peer
       // found dead by checkLiveness() has a healthy endpoint: fail those here.
       if (p.failure != UCS_OK) {
-        x.failed = true;
-        x.errorKind = 0;
-        x.error = me + peer + " failed (" + p.why + ") " +
-                  (op.isRecv ? "while we waited for its " : "before it took our ") +
-                  bytesText(op.bytes) + ", " + where(x);
+        fail(x, op, kPeerFailed);
         if (op.req && op.isRecv) ucp_request_cancel(worker_, op.req);
       }
       continue;
     }
-    if (op.status == UCS_OK || (op.isRecv && op.status == UCS_ERR_MESSAGE_TRUNCATED)) {
-      if (!op.isRecv) continue;
-      const uint64_t theirs = op.info.sender_tag & ucxtag::kFingerprintMask;
-      if (theirs != mine) {
-        x.failed = true;
-        x.errorKind = 1;
-        x.error = me + "the message from " + peer + " belongs to another call (" +
-                  fp::difference(mine, theirs, ucxtag::kFingerprintBits) +
-                  "); its bytes were not used, " + where(x);
-      } else if (op.status == UCS_ERR_MESSAGE_TRUNCATED || op.info.length != op.bytes) {
-        x.failed = true;
-        x.errorKind = 1;
-        x.error = me + peer + " sent " +
-                  (op.status == UCS_ERR_MESSAGE_TRUNCATED ? "more than"
-                                                          : std::to_string(op.info.length) +
-                                                                " bytes, not") +
-                  " the " + bytesText(op.bytes) +
-                  " expected: ranks disagree on count or dtype, " + where(x);
-      }
-      continue;
-    }
-    x.failed = true;
-    x.errorKind = 0;
+    const bool truncated = op.isRecv && op.status == UCS_ERR_MESSAGE_TRUNCATED;
+    if (op.status != UCS_OK && !truncated) fail(x, op, kStatus);
+    else if (op.isRecv && (op.info.sender_tag & ucxtag::kFingerprintMask) != mine) fail(x, op, kForeign);
+    else if (truncated || (op.isRecv && op.info.length != op.bytes)) fail(x, op, kSize);
+    op.checked = true;
+  }
+}
+
+void UcxTransport::fail(Exchange& x, const Op& op, Problem problem) {
+  const Peer& p = peers_[op.peer];
+  const std::string me = "rank " + std::to_string(rank_) + " (ucx): ";
+  const std::string peer = "rank " + std::to_string(op.peer);
+  x.failed = true;
+  x.errorKind = problem == kForeign || problem == kSize ? 1 : 0;
+  if (problem == kPeerFailed) {
+    x.error = me + peer + " failed (" + p.why + ") " +
+              (op.isRecv ? "while we waited for its " : "before it took our ") +
+              bytesText(op.bytes);
+  } else if (problem == kForeign) {
+    const uint64_t mine = fp::fold(x.tag, ucxtag::kFingerprintBits);
+    const uint64_t theirs = op.info.sender_tag & ucxtag::kFingerprintMask;
+    x.error = me + "the message from " + peer + " belongs to another call (" +
+              fp::difference(mine, theirs, ucxtag::kFingerprintBits) + "); its bytes were not used";
+  } else if (problem == kSize) {
+    x.error = me + peer + " sent " +
+              (op.status == UCS_ERR_MESSAGE_TRUNCATED ? std::string("more than")
+                                                      : std::to_string(op.info.length) + " bytes, not") +
+              " the " + bytesText(op.bytes) + " expected: ranks disagree on count or dtype";
+  } else {
     std::string why = op.status == UCS_ERR_CANCELED ? "it was cancelled"
-                                                    : std::string("UCX: ") +
-                                                          ucs_status_string(op.status);
+                                                    : std::string("UCX: ") + ucs_status_string(op.status);
     if (p.failure != UCS_OK) why += "; " + peer + " failed (" + p.why + ")";
     x.error = me + (op.isRecv ? "receiving " + bytesText(op.bytes) + " from " + peer
                               : "sending " + bytesText(op.bytes) + " to " + peer) +
-              " failed (" + why + "), " + where(x);
+              " failed (" + why + ")";
   }
+  x.error += ", " + where(x);
 }
 
 void UcxTransport::throwFailed(const Exchange& x) const {
@@ -385,10 +386,10 @@ void UcxTransport::wait(ExchangeId id) {
         waitHook();
         lastHook = now;
       }
-      if (idle > kSpinsBeforeYield && now - lastEvent > kIdleBeforeSleep)
+      if (idle > spinsBeforeYield_ && now - lastEvent > kIdleBeforeSleep)
         std::this_thread::sleep_for(kIdleSleep);
     }
-    if (idle > kSpinsBeforeYield) std::this_thread::yield();
+    if (idle > spinsBeforeYield_) std::this_thread::yield();
   }
 }
 

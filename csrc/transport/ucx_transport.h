@@ -153,7 +153,7 @@ class UcxTransport : public Transport {
     void* req = nullptr;  // the UCX request while in flight
     int peer = -1;
     size_t bytes = 0;
-    bool isRecv = false, done = false;
+    bool isRecv = false, done = false, checked = false;
     ucs_status_t status = UCS_INPROGRESS;
     ucp_tag_recv_info_t info{};
   };
@@ -210,6 +210,8 @@ class UcxTransport : public Transport {
   bool step(Exchange* x, unsigned* events);
   bool settle(Exchange* x);
   void check(Exchange& x);
+  enum Problem { kPeerFailed, kStatus, kForeign, kSize };
+  void fail(Exchange& x, const Op& op, Problem problem);
   [[noreturn]] void throwFailed(const Exchange& x) const;
   [[noreturn]] void throwTimeout(const Exchange& x) const;
   void abortLocked() noexcept;
@@ -234,6 +236,10 @@ class UcxTransport : public Transport {
   ucp_worker_h worker_ = nullptr;
   std::vector<Peer> peers_;  // by rank; never resized after construction (callbacks hold &peers_[i])
   int failedPeers_ = 0;
+  // Idle progress rounds before a wait yields its core: soon when this host
+  // runs more of our ranks than we have cores (the peer we wait for may need
+  // ours), late otherwise (a yield costs a system call per round).
+  unsigned spinsBeforeYield_ = 32;
   Clock::time_point nextLiveness_{};
 
   mutable std::mutex mu_;  // guards everything below and every UCX call
