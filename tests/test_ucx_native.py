@@ -83,11 +83,14 @@ def clean_env(extra: dict | None = None) -> dict:
 
 
 def launch(exe: Path, tmp: Path, scenario: str, n: int, *args: str, env: dict | None = None,
-           timeout: float = 45, stopped: int | None = None) -> list[tuple[int, str]]:
+           timeout: float = 45, stopped: int | None = None,
+           rank_args: dict | None = None) -> list[tuple[int, str]]:
     """Runs `n` ranks of `scenario`; returns (exit code, output) per rank. A rank
-    that stops itself (`stopped`) is killed once the others have ended."""
+    that stops itself (`stopped`) is killed once the others have ended;
+    `rank_args` adds arguments to some ranks only."""
     procs = [subprocess.Popen([str(exe), "--scenario", scenario, "--rank", str(r), "--size", str(n),
-                               "--dir", str(tmp), *args], stdout=subprocess.PIPE,
+                               "--dir", str(tmp), *args, *(rank_args or {}).get(r, [])],
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=clean_env(env))
              for r in range(n)]
     outs: list[tuple[int, str] | None] = [None] * n
@@ -144,6 +147,13 @@ def test_sizes(selftest, tmp_path, n, tls, env):
         assert "TLS=tcp" in lines(outs[0][1], "SETTINGS")[0]
 
 
+def test_unreachable_peer(selftest, tmp_path):
+    # Rank 0 speaks TCP only, rank 1 shared memory only: both fail at construction, naming the other.
+    outs = launch(selftest, tmp_path, "sizes", 2, rank_args={0: ["--tls", "tcp"]})
+    for r, (rc, out) in enumerate(outs):
+        assert rc != 0 and f"cannot reach rank {1 - r} (this host)" in out, out
+
+
 def test_large_message(selftest, tmp_path):
     huge = os.environ.get("RR_UCX_TEST_HUGE") == "1"
     size = (4 << 30) + 15 if huge else (1 << 30) + 1
@@ -197,6 +207,17 @@ def test_stopped_peer(selftest, tmp_path):
     assert 1.9 < waited < 4, got
     assert "rank 1 never sent its 1048576 bytes" in got[0], got
     assert float(lines(out, "DESTROYED in")[0].split()[0]) < 3, out
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+@pytest.mark.parametrize("tls", ["", "tcp"], ids=["shm", "tcp"])
+def test_teardown_beside_a_dead_peer(selftest, tmp_path, how, tls):
+    # Nothing in flight, the peer gone or stopped: the destructor's flush gives up within 2 s.
+    outs = launch(selftest, tmp_path, "teardown", 2, "--how", how, *(["--tls", tls] if tls else []),
+                  stopped=1 if how == "stop" else None)
+    rc, out = outs[0]
+    assert rc == 0 and "OK teardown" in out, out
+    assert float(lines(out, "DESTROYED in")[0].split()[0]) < 2.5, out
 
 
 def test_abort(selftest, tmp_path):

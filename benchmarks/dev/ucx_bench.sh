@@ -6,6 +6,7 @@
 #   benchmarks/dev/ucx_bench.sh mpi pingpong|exchange|allreduce [N] [max_bytes]
 #   benchmarks/dev/ucx_bench.sh perftest "<UCX_ENV=..>" [ucx_perftest args...]   (2 ranks, loopback)
 #   benchmarks/dev/ucx_bench.sh perfmatrix "<UCX_ENV=..>"   tag_lat with peer error handling, 8 B .. 256 MiB
+# OUT_DIR (default /tmp/rr-ucx-bench) holds the binaries; NO_BUILD=1 reuses them as they are.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
@@ -15,6 +16,7 @@ OUT=${OUT_DIR:-/tmp/rr-ucx-bench}
 mkdir -p "$OUT"
 
 build() {
+  [ -n "${NO_BUILD:-}" ] && return  # use the binaries already in $OUT_DIR
   if [ ! -x "$OUT/ucx_bench" ] || [ -n "$(find csrc/transport benchmarks/dev tests/native -newer "$OUT/ucx_bench" -name '*.[ch]*')" ]; then
     g++ -std=c++17 -O3 -march=native -Icsrc -Itests/native -I"$UCX/include" benchmarks/dev/ucx_bench.cc \
       csrc/transport/ucx_transport.cc csrc/transport/ucx_setup.cc csrc/transport/ucx_control.cc -L"$UCX/lib" -lucp -lucs -ldl \

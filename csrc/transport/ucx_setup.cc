@@ -168,8 +168,14 @@ UcxTransport::UcxTransport(int rank, int size, AddressExchange exchange, const U
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (size <= kEagerEndpointLimit)
-      for (int r = 0; r < size; ++r)
-        if (r != rank) ensureEp(peers_[r]);
+      for (int r = 0; r < size; ++r) {
+        if (r == rank) continue;
+        ensureEp(peers_[r]);
+        if (!peers_[r].ep)
+          RR_THROW(Error, "rank " + std::to_string(rank) + " (ucx): cannot reach rank " +
+                              std::to_string(r) + (peerOnHost(r) ? " (this host)" : " (another host)") +
+                              ": " + peers_[r].why);
+      }
     for (int i = 0; i < kNoticeSlots; ++i) {
       noticeSlots_.push_back(std::make_unique<NoticeSlot>());
       postNoticeSlot(*noticeSlots_.back());

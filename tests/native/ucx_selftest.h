@@ -95,3 +95,5 @@ void mismatch(rrtest::Env& e);
 void notices(rrtest::Env& e);
 void faults(rrtest::Env& e);
 void aborts(rrtest::Env& e);
+void teardown(rrtest::Env& e);
+void ringOnce(rr::UcxTransport& t, int rank, int size, size_t n, uint64_t seq, bool poll);

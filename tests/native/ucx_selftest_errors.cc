@@ -56,6 +56,33 @@ void mismatch(Env& e) {
   oneWay(e, *t, tagFor(7), tagFor(7), 4096, 100, "short");
   oneWay(e, *t, tagFor(8), tagFor(8), 5000, 6000, "long eager");
   oneWay(e, *t, tagFor(9), tagFor(9), 65536, 1 << 20, "long rendezvous");
+  // Channels never pair: rank 0 posts point-to-point first, rank 1 sends
+  // collective first; each message still finds the receive of its channel.
+  {
+    deadlineIn(*t, 10);
+    std::vector<char> a(100, 'a'), b(200, 'b'), ra(100, 0), rb(200, 0);
+    if (e.rank == 0) {
+      t->setTag(tagFor(11), Channel::kPointToPoint);
+      Xfer va{1, ra.data(), ra.size()};
+      auto ia = t->start(nullptr, 0, &va, 1);
+      t->setTag(tagFor(12), Channel::kCollective);
+      Xfer vb{1, rb.data(), rb.size()};
+      auto ib = t->start(nullptr, 0, &vb, 1);
+      t->wait(ib);
+      t->wait(ia);
+      EXPECT(ra == a && rb == b, "each channel got its own message");
+    } else {
+      t->setTag(tagFor(12), Channel::kCollective);
+      Xfer sb{0, b.data(), b.size()};
+      auto ib = t->start(&sb, 1, nullptr, 0);
+      t->setTag(tagFor(11), Channel::kPointToPoint);
+      Xfer sa{0, a.data(), a.size()};
+      auto ia = t->start(&sa, 1, nullptr, 0);
+      t->wait(ia);
+      t->wait(ib);
+    }
+    e.fx->barrier();
+  }
   // The transport still works after all that.
   deadlineIn(*t, 10);
   t->setTag(tagFor(10));
@@ -166,6 +193,21 @@ void faults(Env& e) {
   auto t0 = SteadyClock::now();
   t.reset();
   std::cout << "DESTROYED in " << seconds(t0) << " s" << std::endl;
+}
+
+// Teardown with nothing in flight while the peer is dead (--how kill) or
+// stopped (--how stop): the destructor must not wait for it.
+void teardown(Env& e) {
+  auto t = make(e);
+  deadlineIn(*t, 10);
+  ringOnce(*t, e.rank, e.size, 1 << 20, 1, false);
+  e.fx->barrier();
+  if (e.rank == 1) raise(e.arg("how") == "stop" ? SIGSTOP : SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto t0 = SteadyClock::now();
+  t.reset();
+  std::cout << "DESTROYED in " << seconds(t0) << " s" << std::endl;
+  std::cout << "OK teardown" << std::endl;
 }
 
 void aborts(Env& e) {

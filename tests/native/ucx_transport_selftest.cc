@@ -10,10 +10,6 @@
 using namespace rr;
 using namespace rrtest;
 
-namespace {
-
-// ---- scenarios ----
-
 // One exchange of `n` bytes around the ring, zero-byte messages included.
 void ringOnce(UcxTransport& t, int rank, int size, size_t n, uint64_t seq, bool poll) {
   std::vector<char> out(n), in(n, char(0xEE));
@@ -28,6 +24,10 @@ void ringOnce(UcxTransport& t, int rank, int size, size_t n, uint64_t seq, bool 
     t.wait(id);
   EXPECT(matches(in, (rank - 1 + size) % size, seq), "ring of " + std::to_string(n) + " bytes");
 }
+
+namespace {
+
+// ---- scenarios ----
 
 void sizes(Env& e) {
   auto t = make(e);
@@ -233,6 +233,7 @@ int main(int argc, char** argv) {
     else if (s == "notice") notices(e);
     else if (s == "kill" || s == "stop") faults(e);
     else if (s == "abort") aborts(e);
+    else if (s == "teardown") teardown(e);
     else if (s == "basics") basics(e);
     else if (s == "security") security(e);
     else fail("unknown scenario '" + s + "'");
