@@ -1,7 +1,7 @@
 /* The MPI side of ucx_bench.cc, timed the same way (median of 5 loops of
  * about 50 ms): ping-pong, bidirectional exchange (MPI_Sendrecv) and
  * MPI_Allreduce of float32.
- *   mpirun -np 2 ./mpi_bench pingpong|exchange|allreduce [max_bytes] */
+ *   mpirun -np 2 ./mpi_bench pingpong|exchange|allreduce [max_bytes [B1,B2,..]] */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +27,14 @@ int main(int argc, char** argv) {
   if (rank == 0) printf("# %s, %d ranks, MPI\n", mode, size);
   size_t sizes[64];
   int ns = 0;
-  for (size_t s = 8; s <= maxBytes; s *= (s < 65536 ? 8 : 4)) sizes[ns++] = s;
+  if (argc > 3) { /* an explicit list: 4096,8192,... (max_bytes must cover it) */
+    for (char* p = argv[3]; *p && ns < 64;) {
+      sizes[ns++] = strtoull(p, &p, 10);
+      if (*p == ',') ++p;
+    }
+  } else {
+    for (size_t s = 8; s <= maxBytes; s *= (s < 65536 ? 8 : 4)) sizes[ns++] = s;
+  }
   for (int k = 0; k < ns; ++k) {
     size_t bytes = sizes[k];
     int cnt = (int)bytes;
@@ -64,10 +71,10 @@ int main(int argc, char** argv) {
       }
     }
     qsort(loops, 5, sizeof(double), cmp);
-    double tm = loops[2];
-    if (!strcmp(mode, "pingpong")) tm /= 2;
+    double tm = loops[2], best = loops[0];
+    if (!strcmp(mode, "pingpong")) tm /= 2, best /= 2;
     if (rank == 0) {
-      printf("%12zu  %12.2f us", bytes, tm * 1e6);
+      printf("%12zu  %12.2f us (min %10.2f)", bytes, tm * 1e6, best * 1e6);
       if (!strcmp(mode, "allreduce"))
         printf("  algbw %7.3f GB/s  busbw %7.3f GB/s\n", bytes / tm / 1e9,
                bytes / tm / 1e9 * 2 * (size - 1) / size);

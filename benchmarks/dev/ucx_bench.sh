@@ -3,7 +3,7 @@
 # and runs one mode on N ranks (plain processes for UCX, mpirun for MPI).
 #
 #   benchmarks/dev/ucx_bench.sh ucx pingpong|exchange|allreduce [N] [ucx_bench args...]
-#   benchmarks/dev/ucx_bench.sh mpi pingpong|exchange|allreduce [N] [max_bytes]
+#   benchmarks/dev/ucx_bench.sh mpi pingpong|exchange|allreduce [N] [max_bytes [B1,B2,..]]
 #   benchmarks/dev/ucx_bench.sh perftest "<UCX_ENV=..>" [ucx_perftest args...]   (2 ranks, loopback)
 #   benchmarks/dev/ucx_bench.sh perfmatrix "<UCX_ENV=..>"   tag_lat with peer error handling, 8 B .. 256 MiB
 # OUT_DIR (default /tmp/rr-ucx-bench) holds the binaries; NO_BUILD=1 reuses them as they are.
@@ -34,8 +34,11 @@ case "$what" in
     mode=$1; n=${2:-2}; shift 2 || shift $#
     dir=$(mktemp -d "$OUT/run.XXXX")
     pids=()
+    cores=$(nproc)
     for ((r = 0; r < n; r++)); do
-      "$OUT/ucx_bench" --mode "$mode" --rank $r --size "$n" --dir "$dir" "$@" &
+      # One core per rank, as mpirun binds its ranks (BIND=0 leaves it to the scheduler).
+      bind=(); [ "${BIND:-1}" != 0 ] && bind=(taskset -c $((r % cores)))
+      "${bind[@]}" "$OUT/ucx_bench" --mode "$mode" --rank $r --size "$n" --dir "$dir" "$@" &
       pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p"; done
@@ -44,7 +47,7 @@ case "$what" in
   mpi)
     build
     mode=$1; n=${2:-2}; max=${3:-268435456}
-    mpirun --allow-run-as-root --oversubscribe -np "$n" "$OUT/mpi_bench" "$mode" "$max"
+    mpirun --allow-run-as-root --oversubscribe -np "$n" "$OUT/mpi_bench" "$mode" "$max" ${4:-}
     ;;
   perftest)
     envs=$1; shift

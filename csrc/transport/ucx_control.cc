@@ -118,8 +118,8 @@ void UcxTransport::abortLocked() noexcept {
   aborted_ = true;
   if (abortDone_ || !worker_) return;
   abortDone_ = true;
-  for (auto& kv : live_)
-    for (Op& op : kv.second->ops)
+  for (Exchange* x : live_)
+    for (Op& op : x->ops)
       if (op.req) ucp_request_cancel(worker_, op.req);  // may complete it right here
   for (auto& s : noticeSlots_)
     if (s->req) ucp_request_cancel(worker_, s->req);
@@ -131,8 +131,8 @@ void UcxTransport::abortLocked() noexcept {
   while (Clock::now() < until) {
     ucp_worker_progress(worker_);
     bool held = false;
-    for (const auto& kv : live_)
-      for (const Op& op : kv.second->ops) held = held || op.req;
+    for (const Exchange* x : live_)
+      for (const Op& op : x->ops) held = held || op.req;
     if (!held) break;
   }
 }
@@ -158,8 +158,8 @@ void UcxTransport::checkLiveness(const Exchange& x) {
 size_t UcxTransport::requestsHeld() const {
   std::lock_guard<std::mutex> lock(mu_);
   size_t n = 0;
-  for (const auto& kv : live_)
-    for (const Op& op : kv.second->ops) n += op.req != nullptr;
+  for (const Exchange* x : live_)
+    for (const Op& op : x->ops) n += op.req != nullptr;
   for (const auto& s : noticeSends_) n += s->req != nullptr;
   return n;
 }

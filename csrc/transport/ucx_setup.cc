@@ -47,8 +47,11 @@ constexpr auto kCloseTimeout = std::chrono::seconds(2);
 constexpr char kHostMagic[] = "rr-ucx-host/1 ";
 constexpr char kAddrMagic[] = "rr-ucx-addr/1 ";
 constexpr int kNoticeSlots = 4;
-// Idle progress rounds before a wait yields (about 50 ns each): see spinsBeforeYield_.
-constexpr unsigned kSpinsOversubscribed = 32, kSpinsDedicated = 4096;
+// Idle progress rounds (about 50 ns each) before a wait yields: see
+// spinsBeforeYield_. Dedicated cores: after ~50 us, longer than any small
+// message takes, so latency never pays a system call per round; but short
+// enough that a core shared with other work is handed over soon.
+constexpr unsigned kSpinsOversubscribed = 32, kSpinsDedicated = 1024;
 
 std::string firstLine(const char* path) {
   std::ifstream f(path);
@@ -229,7 +232,13 @@ void UcxTransport::applySettings(ucp_config_t* config, const UcxOptions& opts, b
   choose("MM_ERROR_HANDLING", "", "y", {"UCX_POSIX_ERROR_HANDLING", "UCX_SYSV_ERROR_HANDLING"});
   choose("CMA_MEMORY_INVALIDATE", "", "y");
   choose("RNDV_SCHEME", opts.rndvScheme, "get_zcopy");
-  choose("RNDV_THRESH", opts.rndvThresh, "intra:64kb,inter:auto");
+  // UCX wants both keys once one is given: "intra:8kb" means "intra:8kb,inter:auto".
+  std::string thresh = opts.rndvThresh;
+  if (thresh.find("intra:") != std::string::npos && thresh.find("inter:") == std::string::npos)
+    thresh += ",inter:auto";
+  else if (thresh.find("inter:") != std::string::npos && thresh.find("intra:") == std::string::npos)
+    thresh += ",intra:auto";
+  choose("RNDV_THRESH", thresh, "intra:8kb,inter:auto");
   choose("MAX_RNDV_RAILS", "", "1");
   choose("KEEPALIVE_INTERVAL", opts.keepaliveInterval, "1s");
   for (const auto& kv : opts.extra) set(kv.first, kv.second, "ringreduce option");
@@ -359,7 +368,7 @@ void UcxTransport::closeEndpoints(bool force) noexcept {
 UcxTransport::~UcxTransport() {
   std::lock_guard<std::mutex> lock(mu_);
   bool inFlight = false;
-  for (const auto& kv : live_) inFlight = inFlight || kv.second->inFlight > 0;
+  for (const Exchange* x : live_) inFlight = inFlight || x->inFlight > 0;
   for (const auto& s : noticeSends_) inFlight = inFlight || !s->done;
   if (inFlight && !aborted_) abortLocked();  // abandoned exchanges: let go of their buffers now
   release();

@@ -66,7 +66,16 @@ void UcxTransport::checkUsable() const {
 
 // Host-only UCX would read a device pointer as host memory and crash: refuse
 // it while we still can name it. Device pointers exist only once libcuda is
-// loaded, so until then the check costs one look at the loader's counter.
+// loaded, so until then a start() costs one look at the loader's counter.
+void UcxTransport::probeCuda() {
+  unsigned long long adds = 0;
+  dl_iterate_phdr(countLoaded, &adds);
+  if (adds == loadedObjects_) return;
+  loadedObjects_ = adds;
+  if (!libcuda_) libcuda_ = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (libcuda_) cuPointerGetAttribute_ = dlsym(libcuda_, "cuPointerGetAttribute");
+}
+
 void UcxTransport::checkBuffer(const Xfer& x, const char* what) {
   auto me = [&] { return "rank " + std::to_string(rank_) + " (ucx): "; };  // words only on failure
   RR_CHECK_ARG(x.peer >= 0 && x.peer < size_ && x.peer != rank_,
@@ -74,16 +83,7 @@ void UcxTransport::checkBuffer(const Xfer& x, const char* what) {
                    std::to_string(size_ - 1));
   RR_CHECK_ARG(x.data || x.bytes == 0, me() + what + " of " + bytesText(x.bytes) + " with rank " +
                                            std::to_string(x.peer) + " has no buffer");
-  if (cudaSupported_ || x.bytes == 0) return;
-  if (!cuPointerGetAttribute_) {
-    unsigned long long adds = 0;
-    dl_iterate_phdr(countLoaded, &adds);
-    if (adds == loadedObjects_) return;
-    loadedObjects_ = adds;
-    if (!libcuda_) libcuda_ = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (libcuda_) cuPointerGetAttribute_ = dlsym(libcuda_, "cuPointerGetAttribute");
-    if (!cuPointerGetAttribute_) return;
-  }
+  if (!cuPointerGetAttribute_ || x.bytes == 0) return;
   auto get = reinterpret_cast<CuPointerGetAttributeFn>(cuPointerGetAttribute_);
   unsigned type = 0;
   int managed = 0;
@@ -97,20 +97,20 @@ void UcxTransport::checkBuffer(const Xfer& x, const char* what) {
 }
 
 UcxTransport::Exchange* UcxTransport::newExchange() {
-  std::unique_ptr<Exchange> x;
+  Exchange* x;
   if (spare_.empty()) {
-    x = std::make_unique<Exchange>();
+    pool_.push_back(std::make_unique<Exchange>());
+    x = pool_.back().get();
   } else {
-    x = std::move(spare_.back());
+    x = spare_.back();
     spare_.pop_back();
     x->ops.clear();
     x->inFlight = 0;
     x->dirty = x->failed = false;
     x->error.clear();
   }
-  Exchange* p = x.get();
-  live_[nextId_] = std::move(x);
-  return p;
+  live_.push_back(x);
+  return x;
 }
 
 // Under mu_. A peer already known dead completes the op at once with its
@@ -160,6 +160,7 @@ Transport::ExchangeId UcxTransport::start(const Xfer* sends, int numSends, const
                "rank " + std::to_string(rank_) + " (ucx): start() with " +
                    std::to_string(numSends) + " sends and " + std::to_string(numRecvs) +
                    " receives");
+  if (!cudaSupported_ && !cuPointerGetAttribute_) probeCuda();
   for (int i = 0; i < numRecvs; ++i) checkBuffer(recvs[i], "a receive");
   for (int i = 0; i < numSends; ++i) checkBuffer(sends[i], "a send");
   const ExchangeId id = nextId_;
@@ -335,17 +336,21 @@ bool UcxTransport::step(Exchange* x, unsigned* events) {
 bool UcxTransport::settle(Exchange* x) {
   if (x->failed) throwFailed(*x);
   if (x->inFlight > 0) return false;
-  auto it = live_.find(x->id);
-  spare_.push_back(std::move(it->second));
-  live_.erase(it);
+  for (size_t i = 0; i < live_.size(); ++i)
+    if (live_[i] == x) {
+      live_[i] = live_.back();
+      live_.pop_back();
+      break;
+    }
+  spare_.push_back(x);
   return true;
 }
 
 UcxTransport::Exchange* UcxTransport::find(ExchangeId id) {
   std::lock_guard<std::mutex> lock(mu_);
   checkUsable();
-  auto it = live_.find(id);
-  if (it != live_.end()) return it->second.get();
+  for (size_t i = live_.size(); i-- > 0;)  // the newest first: rings wait what they just started
+    if (live_[i]->id == id) return live_[i];
   RR_CHECK_ARG(id > 0 && id < nextId_, "rank " + std::to_string(rank_) + " (ucx): exchange " +
                                            std::to_string(id) + " was never started");
   return nullptr;  // complete already

@@ -3,12 +3,14 @@
 // host, TCP across hosts, CUDA transports where the UCX build has them.
 // Compiled only when the build finds UCX (RR_HAVE_UCX).
 //
-// Progress. The transport has no thread of its own, and UCX is built without
-// one: nothing moves between calls. start() posts and returns; test(), wait()
-// and poll() drive ucp_worker_progress. A rendezvous message needs both ends
-// to progress (the receiver pulls the bytes, then acknowledges), so a rank
-// that stops calling in stalls its peers' large transfers, never its own
-// memory. An idle transport costs no CPU.
+// Progress. The transport has no thread of its own and no data moves between
+// calls: start() posts and returns; test(), wait() and poll() drive
+// ucp_worker_progress. (UCX keeps one "async" thread asleep in epoll_wait
+// for connection events and timers; it used 0 CPU ticks in a 3 s ring test
+// here.) A rendezvous message needs both ends to progress (the receiver
+// pulls the bytes, then acknowledges), so a rank that stops calling in stalls
+// its peers' large transfers, never its own memory. An idle transport costs
+// no CPU; a waiting one spins (see spinsBeforeYield_).
 //
 // Threads. Every UCX call happens under one mutex, held for one progress
 // round at a time, so abort() and sendNotice() may come from another thread
@@ -26,13 +28,16 @@
 // make 1 s by default), and every wait involving it throws rr::Error naming
 // it. UCX's keepalive takes a zombie for alive (it compares process start
 // times only), so a wait that stalls on a peer of this host also looks at
-// that peer's /proc entry twice a second. Under that mode UCX uses shared memory only if the sm transports
-// advertise error handling (MM_ERROR_HANDLING) and cma advertises memory
-// invalidation (CMA_MEMORY_INVALIDATE), which it does not implement: we turn
-// both on and force the get_zcopy rendezvous, where the receiver pulls the
-// bytes inside its own progress, so an aborted receiver's memory is never
-// written after abort() returns. The cost: a sender that aborts may have its
-// buffer read by a peer that has not noticed yet (see docs in ucx_notes.md).
+// that peer's /proc entry twice a second.
+//
+// Shared memory under that mode. UCX uses sysv/posix only if they advertise
+// error handling (MM_ERROR_HANDLING), and cma's rendezvous only if cma claims
+// memory invalidation (CMA_MEMORY_INVALIDATE), which it does not implement;
+// with UCX's defaults one host talks over TCP loopback. We turn both on and
+// force the get_zcopy rendezvous: the receiver pulls the bytes inside its own
+// progress, so an aborted receiver's memory is not written after abort()
+// returns. The cost: a sender that aborts may have its buffer read by a peer
+// that has not noticed yet (benchmarks/dev/ucx_notes.md, Finding 1).
 #pragma once
 
 #include <ucp/api/ucp.h>
@@ -43,7 +48,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -97,7 +101,8 @@ struct UcxOptions {
   // UCX_TLS. Default "self,sm" on one host, "self,sm,tcp" across hosts,
   // with ",cuda" added when deviceBuffers is set.
   std::string tls;
-  // UCX_RNDV_THRESH (eager below, rendezvous from). Default "intra:64kb,inter:auto".
+  // UCX_RNDV_THRESH (eager below, rendezvous from). Default "intra:8kb,inter:auto"
+  // ("intra:X" alone is completed with ",inter:auto").
   std::string rndvThresh;
   // UCX_RNDV_SCHEME. Default "get_zcopy" (see the header comment).
   std::string rndvScheme;
@@ -202,6 +207,7 @@ class UcxTransport : public Transport {
   // ucx_transport.cc: data path.
   void checkUsable() const;
   void checkLiveness(const Exchange& x);
+  void probeCuda();
   void checkBuffer(const Xfer& x, const char* what);
   void postOp(Exchange& x, Op& op, void* data);
   void postNoticeSlot(NoticeSlot& s);
@@ -246,8 +252,11 @@ class UcxTransport : public Transport {
   std::atomic<bool> aborted_{false};  // set before taking mu_, so a spinning wait sees it
   bool abortDone_ = false;
   ExchangeId nextId_ = 1;
-  std::unordered_map<ExchangeId, std::unique_ptr<Exchange>> live_;
-  std::vector<std::unique_ptr<Exchange>> spare_;  // finished exchanges, reused: no allocation per call
+  // Exchanges are owned by pool_ and reused (no allocation per call once the
+  // pool covers the most ever in flight); live_ holds the unfinished ones,
+  // a handful, so a linear search finds an id faster than a hash map.
+  std::vector<std::unique_ptr<Exchange>> pool_;
+  std::vector<Exchange*> live_, spare_;
   std::vector<std::unique_ptr<NoticeSlot>> noticeSlots_;
   std::deque<std::unique_ptr<NoticeSend>> noticeSends_;
   std::vector<Notice> noticesIn_;  // received, not yet delivered
