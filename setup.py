@@ -7,6 +7,10 @@ Switches (environment variables):
   RINGREDUCE_CUDA=1     require them (the build fails without them)
   RINGREDUCE_CUDA=0     never build them
   NCCL_HOME=dir         where include/nccl.h and lib/libnccl.so* live
+  RINGREDUCE_UCX=auto   add the UCX transport when UCX is found (default; the libucx-cu13 wheel, UCX_HOME, /usr)
+  RINGREDUCE_UCX=1      require it (the build fails without UCX)
+  RINGREDUCE_UCX=0      never build it
+  UCX_HOME=dir          where include/ucp/api/ucp.h and lib/libucp.so* live
   CUDA_ARCHS="90"       compute capabilities to build SASS for (PTX of the highest is added)
 """
 import os
@@ -63,6 +67,8 @@ CUDA_CXX_SOURCES = [
     "csrc/reduce/workspace_cuda.cc",
 ]
 CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu"]
+UCX_SOURCES = ["csrc/transport/ucx_transport.cc", "csrc/transport/ucx_setup.cc",
+               "csrc/transport/ucx_control.cc"]
 
 
 def log(msg):
@@ -118,6 +124,60 @@ def find_nccl():
     return None
 
 
+def find_ucx():
+    """Return (include_dir, lib_dir) for UCX, or None. The libucx wheel first
+    (what scripts/setup.sh installs), so the module and its rpath agree."""
+    candidates = []
+    if os.environ.get("UCX_HOME"):
+        home = Path(os.environ["UCX_HOME"])
+        candidates.append((home / "include", home / "lib"))
+    try:
+        import libucx  # the libucx-cu13 wheel: include/, lib/ and bin/ucx_info
+
+        base = Path(libucx.__file__).resolve().parent
+        candidates.append((base / "include", base / "lib"))
+    except ImportError:
+        pass
+    candidates += [(Path("/usr/include"), Path("/usr/lib/x86_64-linux-gnu")),
+                   (Path("/usr/local/include"), Path("/usr/local/lib"))]
+    for inc, lib in candidates:
+        if (inc / "ucp" / "api" / "ucp.h").exists() and any(lib.glob("libucp.so*")):
+            return inc, lib
+    return None
+
+
+def anypeer_interface():
+    """True once csrc/transport/transport.h is the any-peer interface that
+    ucx_transport.h implements (transport_anypeer.h today). Until then the UCX
+    sources stay out of the module: two different classes named rr::Transport
+    in one library break the one-definition rule (their inline constructors
+    merge, and one writes members the other does not have)."""
+    header = CSRC / "transport" / "transport.h"
+    return "ExchangeId" in header.read_text()
+
+
+def ucx_config():
+    mode = os.environ.get("RINGREDUCE_UCX", "auto")
+    if mode == "0":
+        return None
+    found = find_ucx()
+    if not found:
+        if mode == "1":
+            sys.exit("ringreduce setup: RINGREDUCE_UCX=1 but no UCX (ucp/api/ucp.h, libucp.so) was found;"
+                     " pip install libucx-cu13, or set UCX_HOME")
+        log("no UCX found: building without the UCX transport")
+        return None
+    if not anypeer_interface():
+        if mode == "1":
+            sys.exit("ringreduce setup: RINGREDUCE_UCX=1 but csrc/transport/transport.h is not yet the"
+                     " any-peer interface the UCX transport implements")
+        log(f"UCX found at {found[0].parent}, but transport.h is not the any-peer interface yet:"
+            " building without the UCX transport (tests/test_ucx_native.py tests it standalone)")
+        return None
+    log(f"UCX from {found[0].parent}")
+    return {"inc": found[0], "lib": found[1]}
+
+
 def find_cuda_home(nvcc):
     """The toolkit root: CUDA_HOME, else where nvcc really lives (it may be a
     wrapper script elsewhere on PATH), else /usr/local/cuda."""
@@ -158,6 +218,7 @@ def cuda_config():
 
 MPI = mpi_flags()
 CUDA = cuda_config()
+UCX = ucx_config()
 
 sources = list(CORE_SOURCES)
 define_macros = []
@@ -186,6 +247,13 @@ if CUDA:
     has_dev_link = (CUDA["nccl_lib"] / "libnccl.so").exists()
     extra_link += ["-lnccl" if has_dev_link else "-l:libnccl.so.2",
                    f"-Wl,-rpath,{CUDA['nccl_lib']}"]
+if UCX:
+    sources += UCX_SOURCES
+    define_macros.append(("RR_HAVE_UCX", "1"))
+    include_dirs.append(str(UCX["inc"]))
+    # The wheel's libraries are found again at run time through the rpath (the
+    # wheel's own loader, libucx.load_library(), is not needed then).
+    extra_link += [f"-L{UCX['lib']}", "-lucp", "-lucs", "-ldl", f"-Wl,-rpath,{UCX['lib']}"]
 
 
 class BuildExt(build_ext):
