@@ -146,16 +146,6 @@ def find_ucx():
     return None
 
 
-def anypeer_interface():
-    """True once csrc/transport/transport.h is the any-peer interface that
-    ucx_transport.h implements (transport_anypeer.h today). Until then the UCX
-    sources stay out of the module: two different classes named rr::Transport
-    in one library break the one-definition rule (their inline constructors
-    merge, and one writes members the other does not have)."""
-    header = CSRC / "transport" / "transport.h"
-    return "ExchangeId" in header.read_text()
-
-
 def ucx_config():
     mode = os.environ.get("RINGREDUCE_UCX", "auto")
     if mode == "0":
@@ -166,13 +156,6 @@ def ucx_config():
             sys.exit("ringreduce setup: RINGREDUCE_UCX=1 but no UCX (ucp/api/ucp.h, libucp.so) was found;"
                      " pip install libucx-cu13, or set UCX_HOME")
         log("no UCX found: building without the UCX transport")
-        return None
-    if not anypeer_interface():
-        if mode == "1":
-            sys.exit("ringreduce setup: RINGREDUCE_UCX=1 but csrc/transport/transport.h is not yet the"
-                     " any-peer interface the UCX transport implements")
-        log(f"UCX found at {found[0].parent}, but transport.h is not the any-peer interface yet:"
-            " building without the UCX transport (tests/test_ucx_native.py tests it standalone)")
         return None
     log(f"UCX from {found[0].parent}")
     return {"inc": found[0], "lib": found[1]}

@@ -16,6 +16,9 @@
 #ifdef RR_HAVE_MPI
 #include "transport/mpi_transport.h"
 #endif
+#ifdef RR_HAVE_UCX
+#include "transport/ucx_transport.h"
+#endif
 #ifdef RR_HAVE_CUDA
 #include "bindings_cuda.h"
 #include "ipc/ipc_bindings.h"
@@ -238,6 +241,21 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("device_fingerprint", &Options::deviceFingerprint)
       .def_readwrite("policy", &Options::policy);
 
+#ifdef RR_HAVE_UCX
+  m.attr("has_ucx") = true;
+  py::class_<UcxOptions>(m, "UcxOptions", "What UCX may use; empty fields take ringreduce's defaults.")
+      .def(py::init<>())
+      .def_readwrite("net_devices", &UcxOptions::netDevices)
+      .def_readwrite("tls", &UcxOptions::tls)
+      .def_readwrite("rndv_thresh", &UcxOptions::rndvThresh)
+      .def_readwrite("rndv_scheme", &UcxOptions::rndvScheme)
+      .def_readwrite("keepalive_interval", &UcxOptions::keepaliveInterval)
+      .def_readwrite("extra", &UcxOptions::extra)
+      .def_readwrite("device_buffers", &UcxOptions::deviceBuffers);
+#else
+  m.attr("has_ucx") = false;
+#endif
+
   py::class_<LoopbackWorld, std::shared_ptr<LoopbackWorld>>(
       m, "LoopbackWorld", "N ranks in one process (one thread each), for tests.")
       .def(py::init<int>(), py::arg("size"))
@@ -265,6 +283,26 @@ PYBIND11_MODULE(_C, m) {
             return makeDeviceOnlyCommunicator(rank, size, withHooks(o));
           },
           py::arg("rank"), py::arg("size"), py::arg("options"))
+#ifdef RR_HAVE_UCX
+      .def_static(
+          "ucx",
+          [](int rank, int size, py::function exchange, const UcxOptions& ucx, const Options& o) {
+            // The exchange runs Python (a store, mpi4py) on this thread,
+            // which holds the GIL for the whole setup.
+            AddressExchange ex = [exchange](const std::string& mine) {
+              py::list got = exchange(py::bytes(mine));
+              std::vector<std::string> all;
+              for (auto item : got) all.push_back(item.cast<std::string>());
+              return all;
+            };
+            return makeUcxCommunicator(rank, size, std::move(ex), ucx, withHooks(o));
+          },
+          py::arg("rank"), py::arg("size"), py::arg("exchange"), py::arg("ucx"), py::arg("options"))
+      .def_property_readonly("transport_settings", [](Communicator& c) {
+        auto* u = dynamic_cast<UcxTransport*>(&c.hostTransport());
+        return u ? u->settings() : std::string();
+      })
+#endif
 #ifdef RR_HAVE_MPI
       .def_static("mpi", [](const Options& o) { return makeMpiCommunicator(withHooks(o)); },
                   py::arg("options"), py::call_guard<py::gil_scoped_release>())

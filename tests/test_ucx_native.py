@@ -28,7 +28,7 @@ SOURCES = [NATIVE / "ucx_transport_selftest.cc", NATIVE / "ucx_selftest_errors.c
            ROOT / "csrc" / "transport" / "ucx_transport.cc", ROOT / "csrc" / "transport" / "ucx_setup.cc",
            ROOT / "csrc" / "transport" / "ucx_control.cc"]
 HEADERS = [NATIVE / "ucx_selftest.h", NATIVE / "ucx_test_util.h",
-           ROOT / "csrc" / "transport" / "ucx_transport.h", ROOT / "csrc" / "transport" / "transport_anypeer.h",
+           ROOT / "csrc" / "transport" / "ucx_transport.h", ROOT / "csrc" / "transport" / "transport.h",
            ROOT / "csrc" / "common" / "fingerprint.h", ROOT / "csrc" / "common" / "errors.h",
            ROOT / "csrc" / "common" / "dtypes.h"]
 

@@ -37,6 +37,16 @@ std::shared_ptr<Communicator> makeDeviceOnlyCommunicator(int rank, int size, Opt
       std::move(options));
 }
 
+#ifdef RR_HAVE_UCX
+std::shared_ptr<Communicator> makeUcxCommunicator(int rank, int size, AddressExchange exchange,
+                                                  const UcxOptions& ucx, Options options) {
+  return std::make_shared<Communicator>(
+      rank, size,
+      std::make_unique<HostEngine>(std::make_unique<UcxTransport>(rank, size, std::move(exchange), ucx)),
+      std::move(options));
+}
+#endif
+
 #ifdef RR_HAVE_MPI
 std::shared_ptr<Communicator> makeMpiCommunicator(Options options) {
   auto t = std::make_unique<MpiTransport>(MPI_COMM_WORLD, creationDeadline(options));

@@ -6,6 +6,9 @@
 
 #include "comm/communicator.h"
 #include "transport/loopback_transport.h"
+#ifdef RR_HAVE_UCX
+#include "transport/ucx_transport.h"
+#endif
 
 namespace rr {
 
@@ -17,6 +20,12 @@ std::shared_ptr<Communicator> makeLoopbackCommunicator(std::shared_ptr<LoopbackW
 // `size` ranks with no host transport: device buffers only (torchrun with
 // neither UCX nor MPI built in).
 std::shared_ptr<Communicator> makeDeviceOnlyCommunicator(int rank, int size, Options options);
+#ifdef RR_HAVE_UCX
+// Rank `rank` of `size` over UCX; worker addresses travel through `exchange`
+// (a c10d store, MPI, or nothing for one rank). Collective.
+std::shared_ptr<Communicator> makeUcxCommunicator(int rank, int size, AddressExchange exchange,
+                                                  const UcxOptions& ucx, Options options);
+#endif
 #ifdef RR_HAVE_MPI
 // Every rank of MPI_COMM_WORLD; MPI must be initialised. Collective, bounded
 // by the options' timeout.

@@ -51,7 +51,7 @@
 #include <utility>
 #include <vector>
 
-#include "transport/transport_anypeer.h"
+#include "transport/transport.h"
 
 namespace rr {
 
