@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import sys
 import time
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -13,29 +12,12 @@ from . import _C
 from ._buffers import Buffer, as_buffer, counts_array, empty_like, to_list
 from ._checks import (check_inplace, check_out, check_root, check_sizes, mark_written,
                       overlaps, segment_counts)
+from ._latency import _SLOW, allreduce_now
 from .errors import CollectiveTimeout, RingReduceError
 from .launch import LaunchInfo
 
 _OPS = dict(_C.ReduceOp.__members__)
-_OP_INT = {name: int(code) for name, code in _OPS.items()}
 _COLL = _C.Coll
-_SLOW = object()  # "not the latency path": take the general one
-_TORCH: dict = {}  # torch.dtype -> (dtype code, element size), for the latency path
-
-
-def _torch_codes() -> dict:
-    """Filled once torch is imported (ringreduce never imports it itself)."""
-    if not _TORCH and "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        for name, code in _C.DType.__members__.items():
-            dt = getattr(torch, name, None)
-            if dt is not None:
-                _TORCH[dt] = (int(code), torch.empty(0, dtype=dt).element_size())
-        _TORCH["type"] = torch.Tensor
-        _TORCH["bump"] = torch._C._increment_version
-    return _TORCH
-
-
 def _op_code(op: str) -> "_C.ReduceOp":
     code = _OPS.get(op) if isinstance(op, str) else None
     if code is None:
@@ -196,39 +178,7 @@ class Communicator:
         return result
 
     def _allreduce_now(self, x: Any, op: str, out: Any) -> Any:
-        """A blocking all-reduce of host memory straight into C++, for the
-        commonest arguments: a NumPy array or a plain contiguous CPU tensor
-        (in place, or into an array like it). _SLOW for anything else."""
-        opi = _OP_INT.get(op) if type(op) is str else None
-        if opi is None:
-            return _SLOW
-        if type(x) is np.ndarray:
-            if out is not None and type(out) is not np.ndarray:
-                return _SLOW
-            return (x if out is None else out) if self._impl.allreduce_host_arrays(x, out, opi) else _SLOW
-        tc = _TORCH or _torch_codes()
-        tt = tc.get("type")
-        if tt is None or type(x) is not tt or x.is_cuda or x.requires_grad or not x.is_contiguous():
-            return _SLOW
-        info = tc.get(x.dtype)
-        if info is None:
-            return _SLOW
-        p, n = x.data_ptr(), x.numel()
-        if out is None:
-            q, dst = p, x
-        else:
-            if (type(out) is not tt or out.dtype != x.dtype or out.is_cuda or out.requires_grad
-                    or out.numel() != n or not out.is_contiguous()):
-                return _SLOW
-            q, dst = out.data_ptr(), out
-            span = n * info[1]
-            if q != p and q < p + span and p < q + span:
-                return _SLOW  # a partial overlap: the general path explains it
-        if self._inflight:
-            self._purge()
-        self._impl.allreduce_host(p, q, n, info[0], opi)
-        tc["bump"]((dst,))  # autograd sees the in-place write, as for torch's own ops
-        return dst
+        return allreduce_now(self, x, op, out)
 
     def _purge(self) -> None:
         q = self._inflight

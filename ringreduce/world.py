@@ -11,7 +11,8 @@ from typing import Any, Optional, Sequence
 
 from . import _C, settings
 from ._device import DeviceEngines
-from .comm import _SLOW, Communicator
+from ._latency import _SLOW
+from .comm import Communicator
 from .errors import RingReduceError
 from .launch import LaunchInfo, detect
 

@@ -163,4 +163,24 @@ Choice selectAlgorithm(const Call& call, int n, const std::vector<Algorithm*>& o
                               (why.empty() ? std::string() : " (" + why + ")"));
 }
 
+Algorithm* ChoiceCache::choose(const Call& call, int n, const std::vector<Algorithm*>& offered,
+                               const SelectPolicy& policy, uint64_t epoch) {
+  const bool cacheable = call.algo.empty() && call.counts.empty() && call.recvCounts.empty();
+  if (cacheable && algo_ && offered_ == &offered && coll_ == call.coll && dtype_ == call.dtype &&
+      op_ == call.op && count_ == call.count && root_ == call.root && epoch_ == epoch)
+    return algo_;
+  Algorithm* a = selectAlgorithm(call, n, offered, policy).algo;
+  if (cacheable) {
+    algo_ = a;
+    offered_ = &offered;
+    coll_ = call.coll;
+    dtype_ = call.dtype;
+    op_ = call.op;
+    count_ = call.count;
+    root_ = call.root;
+    epoch_ = epoch;
+  }
+  return a;
+}
+
 }  // namespace rr

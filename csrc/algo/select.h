@@ -43,4 +43,23 @@ struct Choice {
 Choice selectAlgorithm(const Call& call, int worldSize, const std::vector<Algorithm*>& offered,
                        const SelectPolicy& policy, bool explain = false);
 
+// The selector's answer is a pure function of the call's shape, the offered
+// algorithms and the policy; training loops repeat one shape, so the last
+// answer per cache is kept. Bump the epoch when the policy changes.
+class ChoiceCache {
+ public:
+  Algorithm* choose(const Call& call, int worldSize, const std::vector<Algorithm*>& offered,
+                    const SelectPolicy& policy, uint64_t policyEpoch);
+
+ private:
+  Algorithm* algo_ = nullptr;
+  const std::vector<Algorithm*>* offered_ = nullptr;
+  Coll coll_ = Coll::kAllreduce;
+  DType dtype_ = DType::kFloat32;
+  ReduceOp op_ = ReduceOp::kSum;
+  int64_t count_ = 0;
+  int root_ = 0;
+  uint64_t epoch_ = 0;
+};
+
 }  // namespace rr

@@ -213,7 +213,7 @@ void Communicator::execute(const Item& item) {
     }
     Algorithm* algo = nullptr;
     try {
-      algo = choose(call, engine);
+      algo = choices_.choose(call, size_, engine.algorithms(), opt_.policy, policyEpoch_);
     } catch (ArgumentError& no) {
       // Before any data moved: a refusal, announced like bad arguments (the
       // ranks that refuse alike keep a usable communicator).
@@ -239,20 +239,6 @@ void Communicator::execute(const Item& item) {
     if (moving) poison(Verdicts::Kind::kError, describe(call) + ": unexpected error");
     work.markFailed(std::current_exception());
   }
-}
-
-// The selector's answer is a pure function of the call's shape, the engine
-// and the policy; training loops repeat one shape, so the last answer is kept.
-Algorithm* Communicator::choose(const Call& call, Engine& engine) {
-  LastChoice& m = lastChoice_;
-  const bool cacheable = call.algo.empty() && call.counts.empty() && call.recvCounts.empty();
-  if (cacheable && m.algo && m.engine == &engine && m.coll == call.coll && m.dtype == call.dtype &&
-      m.op == call.op && m.count == call.count && m.root == call.root && m.policyEpoch == policyEpoch_)
-    return m.algo;
-  Algorithm* a = selectAlgorithm(call, size_, engine.algorithms(), opt_.policy).algo;
-  if (cacheable)
-    m = LastChoice{a, &engine, call.coll, call.dtype, call.op, call.count, call.root, policyEpoch_};
-  return a;
 }
 
 void Communicator::finishDevice(std::shared_ptr<Completion> c, Work& work,

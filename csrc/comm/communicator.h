@@ -123,7 +123,6 @@ class Communicator {
                     const Call& call);
   void announceRefusal(const Call& call, const std::string& why);
   bool progressInFlight();
-  Algorithm* choose(const Call& call, Engine& engine);
   void compareWithNeighbours();
   int64_t chunkFor(const Call& call, const Engine& engine) const;
   Clock::time_point deadlineFromNow() const;
@@ -158,17 +157,7 @@ class Communicator {
 
   Verdicts verdicts_;
 
-  struct LastChoice {
-    Algorithm* algo = nullptr;
-    Engine* engine = nullptr;
-    Coll coll = Coll::kAllreduce;
-    DType dtype = DType::kFloat32;
-    ReduceOp op = ReduceOp::kSum;
-    int64_t count = 0;
-    int root = 0;
-    uint64_t policyEpoch = 0;
-  };
-  LastChoice lastChoice_;   // used by the thread that runs calls only
+  ChoiceCache choices_;  // used by the thread that runs calls only
   uint64_t policyEpoch_ = 0;  // bumped when the policy changes
 };
 
