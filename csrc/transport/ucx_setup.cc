@@ -318,7 +318,7 @@ void UcxTransport::ensureEp(Peer& p) {
 }
 
 // Called inside ucp_worker_progress (so under mu_). UCX fails the endpoint's
-// requests itself; receives are not tied to an endpoint, so step() fails
+// requests itself; receives are not tied to an endpoint, so check() fails
 // those from this peer.
 void UcxTransport::onEpError(void* arg, ucp_ep_h, ucs_status_t status) {
   Peer* p = static_cast<Peer*>(arg);
