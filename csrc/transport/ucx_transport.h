@@ -221,6 +221,7 @@ class UcxTransport : public Transport {
   [[noreturn]] void throwFailed(const Exchange& x) const;
   [[noreturn]] void throwTimeout(const Exchange& x) const;
   void abortLocked() noexcept;
+  void drainIdle() noexcept;
   std::string where(const Exchange& x) const;
   Exchange* newExchange();
   static void onSendDone(void* request, ucs_status_t status, void* user);
