@@ -11,10 +11,12 @@ namespace {
 
 // How long sendNotice lets its messages leave before it returns.
 constexpr auto kNoticeFlush = std::chrono::milliseconds(10);
-// How long abort() lets rendezvous reads already under way finish (a 256 MiB
-// one took 0.15 s here); one still held after it keeps its buffer until the
-// transport is destroyed.
+// How long a receive already under way may stall (no UCX event at all)
+// before abort() gives up on it; one that moves is let finish (256 MiB took
+// 0.15 s here).
 constexpr auto kAbortDrain = std::chrono::seconds(1);
+// How long abort() and teardown let UCX retire closed endpoints.
+constexpr auto kRetire = std::chrono::milliseconds(200);
 
 }  // namespace
 
@@ -110,31 +112,45 @@ void UcxTransport::abort() noexcept {
   abortLocked();
 }
 
-// Under mu_. Afterwards UCX holds none of the callers' buffers (requestsHeld()
-// is 0): unmatched receives are cancelled, force-closing the endpoints
-// completes every send with UCS_ERR_CANCELED, and receives already matched
-// are drained.
+// Under mu_. Afterwards UCX holds none of the callers' buffers. In order:
+// cancel the receives not matched yet; let the matched ones finish with the
+// endpoints still open (a cma read under way cannot be cancelled, and
+// closing its endpoint would not stop it: UCX would go on reading into our
+// buffer while it retires the closed endpoint, after abort() returned); only
+// then force-close the endpoints, which completes every send with
+// UCS_ERR_CANCELED; and let UCX retire them before we return.
 void UcxTransport::abortLocked() noexcept {
   aborted_ = true;
   if (abortDone_ || !worker_) return;
   abortDone_ = true;
   for (Exchange* x : live_)
     for (Op& op : x->ops)
-      if (op.req) ucp_request_cancel(worker_, op.req);  // may complete it right here
+      if (op.req && op.isRecv) ucp_request_cancel(worker_, op.req);  // may complete it here
   for (auto& s : noticeSlots_)
     if (s->req) ucp_request_cancel(worker_, s->req);
-  closeEndpoints(true);
-  // A receive whose rendezvous read has begun cannot be cancelled, and a
-  // force-closed endpoint does not stop it (cma reads the sender's memory by
-  // pid): let it finish here, inside abort(), rather than in a later call.
-  const auto until = Clock::now() + kAbortDrain;
-  while (Clock::now() < until) {
-    ucp_worker_progress(worker_);
+  // A read that moves keeps the drain going however large it is; one stalled
+  // for kAbortDrain (a TCP sender that stopped) is given up.
+  auto lastEvent = Clock::now();
+  for (;;) {
     bool held = false;
     for (const Exchange* x : live_)
-      for (const Op& op : x->ops) held = held || op.req;
+      for (const Op& op : x->ops) held = held || (op.req && op.isRecv);
     if (!held) break;
+    const auto now = Clock::now();
+    if (ucp_worker_progress(worker_)) lastEvent = now;
+    else if (now - lastEvent > kAbortDrain) break;
   }
+  closeEndpoints(true);
+  drainIdle();
+}
+
+// Under mu_. Progress until UCX has had nothing to do for a while (closed
+// endpoints are retired in progress; destroying the worker before that trips
+// UCX's own assertions), at most kRetire.
+void UcxTransport::drainIdle() noexcept {
+  const auto until = Clock::now() + kRetire;
+  for (unsigned quiet = 0; quiet < 64 && Clock::now() < until;)
+    quiet = ucp_worker_progress(worker_) ? 0 : quiet + 1;
 }
 
 // ---- peers and requests ----

@@ -318,7 +318,7 @@ void UcxTransport::ensureEp(Peer& p) {
 }
 
 // Called inside ucp_worker_progress (so under mu_). UCX fails the endpoint's
-// requests itself; receives are not tied to an endpoint, so step() fails
+// requests itself; receives are not tied to an endpoint, so check() fails
 // those from this peer.
 void UcxTransport::onEpError(void* arg, ucp_ep_h, ucs_status_t status) {
   Peer* p = static_cast<Peer*>(arg);
@@ -381,10 +381,7 @@ void UcxTransport::release() noexcept {
     for (auto& s : noticeSlots_)
       if (s->req) ucp_request_cancel(worker_, s->req);
     closeEndpoints(aborted_);
-    // Sends cancelled by a close complete here. After abort() there are none,
-    // and more progress would only answer peers we already left.
-    for (int i = 0; !aborted_ && i < 16 && ucp_worker_progress(worker_) > 0; ++i) {
-    }
+    drainIdle();  // closed endpoints are retired in progress
     ucp_worker_destroy(worker_);
     worker_ = nullptr;
   }

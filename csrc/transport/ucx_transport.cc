@@ -15,9 +15,10 @@
 namespace rr {
 namespace {
 
-// A wait checks the clock every this many progress rounds, and calls the wait
-// hook (Ctrl-C) at most this often.
-constexpr unsigned kClockEvery = 16;
+// A wait takes the lock for this many progress rounds at a time (about 1 us
+// when idle), then checks the clock; it calls the wait hook (Ctrl-C) at most
+// every kHookEvery.
+constexpr unsigned kRoundsPerStep = 16;
 constexpr auto kHookEvery = std::chrono::milliseconds(2);
 // Idle time after which a wait also sleeps a little per round (a stopped
 // peer costs no CPU then). When it starts to yield is spinsBeforeYield_.
@@ -301,17 +302,24 @@ void UcxTransport::throwTimeout(const Exchange& x) const {
                      (who.empty() ? "every message completed at the deadline" : who));
 }
 
-// One round: progress and check `x` under the lock, then deliver notices
-// outside it (the handler may throw, abort or send notices itself). True
-// once `x` is complete (then it is recycled; its id stays valid, and later
-// waits return at once); throws when it failed.
-bool UcxTransport::step(Exchange* x, unsigned* events) {
+// Up to `rounds` rounds of progress and checks of `x` under one hold of the
+// lock (a lock per round would cost more than UCX's own tag path for small
+// messages; another thread's abort() waits at most those rounds), stopping
+// early once `x` finished or a notice came; then notices are delivered
+// outside the lock (the handler may throw, abort or send notices itself).
+// True once `x` is complete (then it is recycled; its id stays valid, and
+// later waits return at once); throws when it failed.
+bool UcxTransport::step(Exchange* x, unsigned rounds, unsigned* events) {
   std::vector<Notice> notices;  // empty: no allocation on the common path
   {
     std::lock_guard<std::mutex> lock(mu_);
     checkUsable();
-    *events = progressLocked();
-    if (x && (x->dirty || failedPeers_ > 0)) check(*x);
+    *events = 0;
+    for (unsigned k = 0; k < rounds; ++k) {
+      *events += progressLocked();
+      if (x && (x->dirty || failedPeers_ > 0)) check(*x);
+      if (!noticesIn_.empty() || (x && (x->failed || x->inFlight == 0))) break;
+    }
     if (noticesIn_.empty()) return x ? settle(x) : true;
     notices.swap(noticesIn_);
   }
@@ -359,42 +367,45 @@ UcxTransport::Exchange* UcxTransport::find(ExchangeId id) {
 bool UcxTransport::test(ExchangeId id) {
   Exchange* x = find(id);
   unsigned events = 0;
-  return step(x, &events);
+  return step(x, 1, &events);
 }
 
 void UcxTransport::wait(ExchangeId id) {
   Exchange* x = find(id);
   unsigned events = 0;
   if (!x) {
-    step(nullptr, &events);  // still look at notices
+    step(nullptr, 1, &events);  // still look at notices
     return;
   }
   const auto waitStart = Clock::now();
   auto lastHook = waitStart, lastEvent = waitStart;
-  unsigned idle = 0;
-  for (unsigned spin = 1;; ++spin) {
-    if (step(x, &events)) return;
-    idle = events ? 0 : idle + 1;
-    if (spin % kClockEvery == 0) {
-      const auto now = Clock::now();
-      if (events) lastEvent = now;
-      if (now >= deadline_) {
-        std::lock_guard<std::mutex> lock(mu_);
-        throwTimeout(*x);
-      }
-      if (now >= nextLiveness_ && now - waitStart > kLivenessEvery) {
-        std::lock_guard<std::mutex> lock(mu_);
-        checkLiveness(*x);
-        nextLiveness_ = now + kLivenessEvery;
-      }
-      if (now - lastHook >= kHookEvery) {
-        waitHook();
-        lastHook = now;
-      }
-      if (idle > spinsBeforeYield_ && now - lastEvent > kIdleBeforeSleep)
-        std::this_thread::sleep_for(kIdleSleep);
+  unsigned idle = 0;  // progress rounds without an event
+  for (;;) {
+    if (step(x, kRoundsPerStep, &events)) return;
+    const auto now = Clock::now();
+    if (events) {
+      idle = 0;
+      lastEvent = now;
+    } else {
+      idle += kRoundsPerStep;
     }
-    if (idle > spinsBeforeYield_) std::this_thread::yield();
+    if (now >= deadline_) {
+      std::lock_guard<std::mutex> lock(mu_);
+      throwTimeout(*x);
+    }
+    if (now >= nextLiveness_ && now - waitStart > kLivenessEvery) {
+      std::lock_guard<std::mutex> lock(mu_);
+      checkLiveness(*x);
+      nextLiveness_ = now + kLivenessEvery;
+    }
+    if (now - lastHook >= kHookEvery) {
+      waitHook();
+      lastHook = now;
+    }
+    if (idle > spinsBeforeYield_) {
+      if (now - lastEvent > kIdleBeforeSleep) std::this_thread::sleep_for(kIdleSleep);
+      else std::this_thread::yield();
+    }
   }
 }
 

@@ -12,9 +12,9 @@
 // its peers' large transfers, never its own memory. An idle transport costs
 // no CPU; a waiting one spins (see spinsBeforeYield_).
 //
-// Threads. Every UCX call happens under one mutex, held for one progress
-// round at a time, so abort() and sendNotice() may come from another thread
-// while a wait spins; the worker runs in UCX's SERIALIZED mode.
+// Threads. Every UCX call happens under one mutex, held for at most 16
+// progress rounds at a time (~1 us), so abort() and sendNotice() may come from
+// another thread while a wait spins; the worker runs in UCX's SERIALIZED mode.
 //
 // Matching. A receive matches any fingerprint from the right source on the
 // right channel (a tag mask); the sender's fingerprint, from the receive's
@@ -213,7 +213,7 @@ class UcxTransport : public Transport {
   void postNoticeSlot(NoticeSlot& s);
   unsigned progressLocked();
   Exchange* find(ExchangeId id);
-  bool step(Exchange* x, unsigned* events);
+  bool step(Exchange* x, unsigned rounds, unsigned* events);
   bool settle(Exchange* x);
   void check(Exchange& x);
   enum Problem { kPeerFailed, kStatus, kForeign, kSize };
@@ -221,6 +221,7 @@ class UcxTransport : public Transport {
   [[noreturn]] void throwFailed(const Exchange& x) const;
   [[noreturn]] void throwTimeout(const Exchange& x) const;
   void abortLocked() noexcept;
+  void drainIdle() noexcept;
   std::string where(const Exchange& x) const;
   Exchange* newExchange();
   static void onSendDone(void* request, ucs_status_t status, void* user);
