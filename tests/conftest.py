@@ -22,7 +22,10 @@ def mpi_env(extra: dict | None = None) -> dict:
     env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
                 "OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONUNBUFFERED": "1",
                 # Keep Open MPI on shared memory: the test machines have no network.
-                "OMPI_MCA_btl": "self,vader", "OMPI_MCA_mpi_yield_when_idle": "1"})
+                "OMPI_MCA_btl": "self,vader", "OMPI_MCA_mpi_yield_when_idle": "1",
+                # Debian's Open MPI would load the system's older UCX into the
+                # process under the same soname as ringreduce's own.
+                "OMPI_MCA_pml": "^ucx", "OMPI_MCA_osc": "^ucx"})
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if extra:
         env.update(extra)
