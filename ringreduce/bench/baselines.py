@@ -74,8 +74,26 @@ def resolve_names(requested: List[str], device: str) -> List[str]:
     return out
 
 
+def forced_row(name: str) -> Optional[Tuple[str, str]]:
+    """("ringreduce-ucx", "rabenseifner") for the row "ringreduce-ucx:rabenseifner"
+    (a ringreduce row with that algorithm forced), else None."""
+    from ..settings import ALGORITHMS
+
+    base, sep, algo = name.partition(":")
+    if sep and algo in ALGORITHMS and base in _CLASSES and is_ringreduce(base):
+        return base, algo
+    return None
+
+
 def make(name: str, ctx: Context, chunk_bytes: Optional[int] = None) -> Backend:
-    return _CLASSES[name](ctx, chunk_bytes)
+    forced = forced_row(name)
+    if forced is None:
+        return _CLASSES[name](ctx, chunk_bytes)
+    base, algo = forced
+    cls = type(f"Forced_{algo}", (_CLASSES[base],),
+               {"name": name, "algo": algo, "what": f"algorithm forced to {algo!r}",
+                "forced": lambda self: algo})
+    return cls(ctx, chunk_bytes)
 
 
 def is_ringreduce(name: str) -> bool:

@@ -59,6 +59,8 @@ def _list_arg(allowed, what: str):
             raise argparse.ArgumentTypeError(f"empty {what} list {text!r}")
         allowed_now = allowed() if callable(allowed) else allowed
         for t in items:
+            if what == "backend" and baselines.forced_row(t) is not None:
+                continue
             if t not in allowed_now:
                 raise argparse.ArgumentTypeError(
                     f"unknown {what} {t!r}; choose from {', '.join(allowed_now)}")
@@ -164,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-iters", type=_positive_int, default=3,
                    help="fewest timed iterations under --budget")
     p.add_argument("--backends", type=_list_arg(baselines.names, "backend"), default=None,
-                   help="comma list of " + ", ".join(baselines.names()) + ". Default: "
+                   help="comma list of " + ", ".join(baselines.names()) + "; a ringreduce row "
+                        "with an algorithm forced is written ROW:ALGO, e.g. "
+                        "ringreduce:recursive_doubling. Default: "
                         + ",".join(baselines.HOST_DEFAULT) + " on cpu; "
                         + ",".join(baselines.DEVICE_DEFAULT) + " on cuda")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
