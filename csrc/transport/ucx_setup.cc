@@ -5,9 +5,9 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
+#include <cstring>
 #include <thread>
 
 #include "common/errors.h"
@@ -15,21 +15,40 @@
 
 namespace rr {
 
+namespace {
+
+// The first line of a file ("" when it cannot be read). Plain stdio, not
+// iostreams: the module may be built by a newer compiler than the libstdc++
+// the process loads, and iostreams' locale machinery does not survive that.
+std::string firstLine(const char* path) {
+  std::FILE* f = std::fopen(path, "r");
+  if (!f) return std::string();
+  char buf[1024];
+  std::string s = std::fgets(buf, sizeof buf, f) ? buf : "";
+  std::fclose(f);
+  if (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+}  // namespace
+
 char ucxdetail::processState(int pid, unsigned long long* startTime) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return 0;
+  const std::string line = firstLine(("/proc/" + std::to_string(pid) + "/stat").c_str());
   const size_t paren = line.rfind(')');  // the command name may hold spaces and parentheses
   if (paren == std::string::npos) return 0;
-  std::istringstream in(line.substr(paren + 1));
-  std::string field;
+  // After the name: the state (field 3), fields 4..21, then the start time (22).
+  const char* p = line.c_str() + paren + 1;
   char state = 0;
-  in >> state;
-  for (int i = 4; i < 22 && in >> field; ++i) {  // fields 4..21, then the start time (22)
+  int used = 0;
+  if (std::sscanf(p, " %c%n", &state, &used) != 1) return 0;
+  p += used;
+  for (int i = 4; i < 22; ++i) {
+    if (std::sscanf(p, " %*s%n", &used) != 0 || used == 0) return state;
+    p += used;
+    used = 0;
   }
   unsigned long long start = 0;
-  in >> start;
-  if (startTime) *startTime = start;
+  if (std::sscanf(p, " %llu", &start) == 1 && startTime) *startTime = start;
   return state;
 }
 
@@ -52,13 +71,6 @@ constexpr int kNoticeSlots = 4;
 // message takes, so latency never pays a system call per round; but short
 // enough that a core shared with other work is handed over soon.
 constexpr unsigned kSpinsOversubscribed = 32, kSpinsDedicated = 1024;
-
-std::string firstLine(const char* path) {
-  std::ifstream f(path);
-  std::string s;
-  std::getline(f, s);
-  return s;
-}
 
 // Ranks that share this may share memory: same kernel boot, same hostname,
 // same IPC namespace (sysv and posix shm need it; cma copes with pid namespaces).
@@ -160,11 +172,13 @@ UcxTransport::UcxTransport(int rank, int size, AddressExchange exchange, const U
       p.owner = this;
       p.rank = r;
       p.address = std::move(addrs[r]);
-      std::istringstream in(procs[r]);
-      std::string ns;
       int pid = 0;
       unsigned long long start = 0;
-      if (hosts_[r] == host && (in >> pid >> start >> ns) && ns == myNs && ns != "-") {
+      char nsBuf[128] = {};
+      const bool parsed =
+          std::sscanf(procs[r].c_str(), "%d %llu %127s", &pid, &start, nsBuf) == 3;
+      const std::string ns = nsBuf;
+      if (hosts_[r] == host && parsed && ns == myNs && ns != "-") {
         p.pid = pid;
         p.startTime = start;
       }
