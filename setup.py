@@ -46,6 +46,7 @@ CORE_SOURCES = [
     "csrc/reduce/reduce_bindings.cc",
     "csrc/transport/loopback_transport.cc",
     "csrc/comm/communicator.cc",
+    "csrc/comm/finalize.cc",
     "csrc/comm/engines.cc",
     "csrc/comm/identity.cc",
     "csrc/comm/inflight.cc",
@@ -65,8 +66,10 @@ CUDA_CXX_SOURCES = [
     "csrc/algo/ipc_algorithms.cc",
     "csrc/ipc/ipc_bindings.cc",
     "csrc/reduce/workspace_cuda.cc",
+    "csrc/ipc/ipc_abort.cc",
 ]
-CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu"]
+CUDA_CU_SOURCES = ["csrc/reduce/reduce_cuda.cu", "csrc/ipc/ipc_allreduce.cu",
+                   "csrc/ipc/ipc_ring.cu"]
 UCX_SOURCES = ["csrc/transport/ucx_transport.cc", "csrc/transport/ucx_setup.cc",
                "csrc/transport/ucx_control.cc"]
 
@@ -253,21 +256,26 @@ class BuildExt(build_ext):
         for a in archs:
             gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
         gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
-        objs = []
+        objs, todo = [], []
         tmp = Path(self.build_temp)
         tmp.mkdir(parents=True, exist_ok=True)
+        newest_header = max(p.stat().st_mtime for ext in ("*.h", "*.cuh") for p in CSRC.rglob(ext))
         for src in CUDA_CU_SOURCES:
             obj = tmp / (Path(src).stem + ".o")
             cmd = [CUDA["nvcc"], "-c", str(ROOT / src), "-o", str(obj), "-O3", "-std=c++17",
                    "-Xcompiler", "-fPIC,-fvisibility=hidden", f"-I{CSRC}",
                    f"-I{CUDA['nccl_inc']}", "-DRR_HAVE_CUDA=1", *gencode]
             src_m = (ROOT / src).stat().st_mtime
-            if not obj.exists() or obj.stat().st_mtime < max(
-                    src_m, *(p.stat().st_mtime for p in CSRC.rglob("*.h")),
-                    *(p.stat().st_mtime for p in CSRC.rglob("*.cuh"))):
-                log(" ".join(cmd))
-                subprocess.check_call(cmd)
+            if not obj.exists() or obj.stat().st_mtime < max(src_m, newest_header):
+                todo.append(cmd)
             objs.append(str(obj))
+        # The .cu files are independent and each takes minutes: in parallel.
+        def run(cmd):
+            log(" ".join(cmd))
+            subprocess.check_call(cmd)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+            list(pool.map(run, todo))
         return objs
 
 

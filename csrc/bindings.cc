@@ -56,6 +56,15 @@ Options withHooks(Options o) {
   return o;
 }
 
+// Device calls learn here whether their stream is being captured into a CUDA graph.
+void markCapture(Call& c) {
+#ifdef RR_HAVE_CUDA
+  if (c.device >= 0) c.capturing = streamCapturing(c.stream);
+#else
+  (void)c;
+#endif
+}
+
 // The dtype code of a buffer-protocol view, or -1 when unsupported.
 int dtypeCodeOf(const Py_buffer& view) {
   std::string fmt = view.format ? view.format : "B";
@@ -325,10 +334,10 @@ PYBIND11_MODULE(_C, m) {
              ReduceOp op, int root, int peer, std::vector<int64_t> counts,
              std::vector<int64_t> recvCounts, int device, uintptr_t stream, int64_t chunkBytes,
              std::string algo, bool async) {
-            return c.submit(makeCall(coll, in, out, count, dtype, op, root, peer, std::move(counts),
-                                     std::move(recvCounts), device, stream, chunkBytes,
-                                     std::move(algo)),
-                            async);
+            Call call = makeCall(coll, in, out, count, dtype, op, root, peer, std::move(counts),
+                                 std::move(recvCounts), device, stream, chunkBytes, std::move(algo));
+            markCapture(call);
+            return c.submit(std::move(call), async);
           },
           py::arg("coll"), py::arg("inp") = 0, py::arg("out") = 0, py::arg("count") = 0,
           py::arg("dtype") = DType::kUInt8, py::arg("op") = ReduceOp::kSum, py::arg("root") = 0,
@@ -369,6 +378,30 @@ PYBIND11_MODULE(_C, m) {
            "Blocking all-reduce of host arrays (x, out or None, op code); False if not applicable.")
       .def("allreduce_host", &allreduceHostNow,
            "Blocking all-reduce of host memory (in, out, count, dtype code, op code).")
+      .def(
+          "allreduce_device",
+          [](Communicator& c, uintptr_t ptr, int64_t count, int dtype, int op, int device,
+             uintptr_t stream) {
+            // The latency path for a blocking in-place all-reduce of a device
+            // buffer the Python layer has already checked: one crossing,
+            // ordered on `stream` (the caller's), the host not blocked.
+            RR_CHECK_ARG(validDType(dtype), "unknown dtype code " + std::to_string(dtype));
+            RR_CHECK_ARG(validOp(op), "unknown op code " + std::to_string(op));
+            Call call;
+            call.coll = Coll::kAllreduce;
+            call.in = call.out = reinterpret_cast<void*>(ptr);
+            call.count = count;
+            call.dtype = static_cast<DType>(dtype);
+            call.op = static_cast<ReduceOp>(op);
+            call.device = device;
+            call.stream = stream;
+            markCapture(call);
+            c.submit(std::move(call), false)->wait(-1.0, static_cast<int64_t>(stream));
+          },
+          py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("device"),
+          py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+          "Blocking in-place all-reduce of `count` elements of device memory at `ptr`, ordered on "
+          "`stream`.")
       .def("abort", &Communicator::abort, py::arg("why"), py::call_guard<py::gil_scoped_release>())
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
 

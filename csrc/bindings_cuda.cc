@@ -59,6 +59,20 @@ void refuseSecondEngine(Communicator& comm, int device) {
 
 }  // namespace
 
+namespace rr {
+
+bool streamCapturing(uintptr_t stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  const cudaError_t e = cudaStreamIsCapturing(reinterpret_cast<cudaStream_t>(stream), &st);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // a bad stream handle fails later, where the call names it
+    return false;
+  }
+  return st != cudaStreamCaptureStatusNone;
+}
+
+}  // namespace rr
+
 void bindCuda(py::module_& m) {
   m.attr("nccl_version") = py::make_tuple(NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
 

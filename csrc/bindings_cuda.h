@@ -3,4 +3,11 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+
 void bindCuda(pybind11::module_& m);
+
+namespace rr {
+// True when `stream` (a raw cudaStream_t) is being captured into a CUDA graph.
+bool streamCapturing(uintptr_t stream);
+}  // namespace rr

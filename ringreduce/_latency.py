@@ -26,13 +26,19 @@ def _torch_codes() -> dict:
                 _TORCH[dt] = (int(code), torch.empty(0, dtype=dt).element_size())
         _TORCH["type"] = torch.Tensor
         _TORCH["bump"] = torch._C._increment_version
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        if raw is None:
+            from ._buffers import torch_current_stream as raw
+        _TORCH["stream"] = raw
     return _TORCH
 
 
 def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
-    """A blocking all-reduce of host memory straight into C++, for the
-    commonest arguments: a NumPy array or a plain contiguous CPU tensor
-    (in place, or into an array like it). _SLOW for anything else."""
+    """A blocking all-reduce straight into C++, for the commonest arguments:
+    a NumPy array or a plain contiguous CPU tensor (in place, or into an
+    array like it), or a plain contiguous CUDA tensor on this rank's GPU once
+    its engine exists (in place; ordered on the current stream, the host not
+    blocked). _SLOW for anything else."""
     opi = _OP_INT.get(op) if type(op) is str else None
     if opi is None:
         return _SLOW
@@ -42,11 +48,20 @@ def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
         return (x if out is None else out) if comm._impl.allreduce_host_arrays(x, out, opi) else _SLOW
     tc = _TORCH or _torch_codes()
     tt = tc.get("type")
-    if tt is None or type(x) is not tt or x.is_cuda or x.requires_grad or not x.is_contiguous():
+    if tt is None or type(x) is not tt or x.requires_grad or not x.is_contiguous():
         return _SLOW
     info = tc.get(x.dtype)
     if info is None:
         return _SLOW
+    if x.is_cuda:
+        # No keeping alive needed: the caller's stream waits for the call, and
+        # torch's allocator reuses memory in stream order.
+        dev = comm._devices.device
+        if out is not None or dev is None or x.get_device() != dev:
+            return _SLOW
+        comm._impl.allreduce_device(x.data_ptr(), x.numel(), info[0], opi, dev, tc["stream"](dev))
+        tc["bump"]((x,))
+        return x
     p, n = x.data_ptr(), x.numel()
     if out is None:
         q, dst = p, x

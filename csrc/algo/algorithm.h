@@ -21,6 +21,14 @@ struct AlgoEnv {
   Workspace& workspace;
   int64_t chunkBytes;  // pipeline chunk, bytes
   int depth;           // exchanges kept in flight
+  // The call's packed fingerprint (common/fingerprint.h), as the
+  // communicator set it on the transports; algorithms that carry it in
+  // their own flags publish this value.
+  uint64_t fingerprint = 0;
+  // The call's stream is being captured into a CUDA graph: nothing may wait
+  // on the host, and a fingerprint from the host's sequence number would be
+  // the same on every replay (such algorithms number calls on the device).
+  bool capturing = false;
 };
 
 class Algorithm {
@@ -40,6 +48,9 @@ class Algorithm {
   // True when the algorithm moves data outside the transport (peer memory)
   // and carries the call's fingerprint in its own flags.
   virtual bool fingerprintInFlags() const { return false; }
+  // True when run() enqueues straight onto the caller's stream (Call::stream)
+  // and needs no engine stream: the engine then adds no event round trip.
+  virtual bool runsOnCallerStream() const { return false; }
 };
 
 }  // namespace rr

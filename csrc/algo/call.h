@@ -30,6 +30,9 @@ struct Call {
   int64_t chunkBytes = 0;           // 0: the engine's default
   std::string algo;                 // forced algorithm; empty: the selector decides
   uint64_t seq = 0;                 // set by the communicator at submission
+  // The caller's stream is being captured into a CUDA graph (set where the
+  // call is made): the call then runs inline, enqueues only, and waits for nothing.
+  bool capturing = false;
 };
 
 inline int64_t sumOf(const std::vector<int64_t>& v) {

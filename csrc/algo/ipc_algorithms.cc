@@ -1,6 +1,19 @@
 #include "algo/ipc_algorithms.h"
 
 namespace rr {
+namespace {
+
+IpcTag tagOf(const Call& c, const AlgoEnv& env) {
+  IpcTag t;
+  t.value = env.fingerprint;
+  t.fromHost = !env.capturing;
+  t.coll = c.coll;
+  t.root = 0;
+  t.ordered = true;  // the engine keeps its calls in submission order (CudaEngineBase::begin)
+  return t;
+}
+
+}  // namespace
 
 std::string IpcAlgorithm::refusal(const Call& call, int) const {
   if (call.coll != Coll::kAllreduce) return std::string(name()) + " runs allreduce only";
@@ -13,8 +26,24 @@ std::string IpcAlgorithm::refusal(const Call& call, int) const {
   return std::string();
 }
 
-void IpcAlgorithm::run(const Call& c, AlgoEnv&) {
-  ipc_.run(c.in, c.out, c.count, c.dtype, c.op, stream_, algo_);
+void IpcAlgorithm::run(const Call& c, AlgoEnv& env) {
+  ipc_.run(c.in, c.out, c.count, c.dtype, c.op, reinterpret_cast<cudaStream_t>(c.stream), algo_,
+           tagOf(c, env));
+}
+
+std::string GpuRingAlgorithm::refusal(const Call& call, int) const {
+  if (call.coll != Coll::kAllreduce) return "gpu_ring runs allreduce only";
+  if (!ipc_.enabled()) return "CUDA IPC is off here: " + ipc_.disabledReason();
+  if (!ipc_.ringSupports(call.dtype, call.op))
+    return std::string("the ring kernels take float16, bfloat16, float32, float64, int8, uint8, "
+                       "int32 and int64, not ") +
+           dtypeName(call.dtype) + "/" + opName(call.op);
+  return std::string();
+}
+
+void GpuRingAlgorithm::run(const Call& c, AlgoEnv& env) {
+  ipc_.runRing(c.in, c.out, c.count, c.dtype, c.op, reinterpret_cast<cudaStream_t>(c.stream),
+               tagOf(c, env));
 }
 
 }  // namespace rr

@@ -105,7 +105,12 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   // a DDP hook then pays no thread hand-off per bucket. Point-to-point work
   // always goes to the worker, which completes it while later work runs.
   const bool inlineDevice = call.device >= 0 && queue_.empty() && !busy_;
-  if (isP2p(call.coll) || (async && !inlineDevice)) {
+  // Under graph capture the call must be enqueued before the capture ends:
+  // it runs here, after earlier work (below), never on the worker.
+  if (call.capturing && isP2p(call.coll))
+    RR_THROW(ArgumentError, std::string(collName(call.coll)) +
+                                " cannot be captured into a CUDA graph; capture collectives only");
+  if (isP2p(call.coll) || (async && !inlineDevice && !call.capturing)) {
     if (!worker_.joinable()) worker_ = std::thread([this] { workerLoop(); });
     queue_.push_back(Item{std::move(call), work, {}});
     cv_.notify_all();
@@ -153,11 +158,11 @@ void Communicator::refuse(Coll coll, int peer, const std::string& why) {
 
 void Communicator::announceRefusal(const Call& call, const std::string& why) {
   const uint64_t tag = tagOf(call);
-  verdicts_.recordRefusal(tag);
-  if (!hasHostTransport() || size_ == 1) return;
-  Notice n = Verdicts::refusalNotice(call.seq, tag, describe(call) + " was refused there: " + why);
-  int peer = call.peer;
   const bool p2p = isP2p(call.coll);
+  verdicts_.recordRefusal(call.seq, tag, p2p);
+  if (!hasHostTransport() || size_ == 1) return;
+  Notice n = Verdicts::refusalNotice(call.seq, tag, p2p, describe(call) + " was refused there: " + why);
+  int peer = call.peer;
   engines_.host().transport().sendNotice(n, p2p ? &peer : nullptr, p2p ? 1 : 0);
 }
 
@@ -190,6 +195,7 @@ void Communicator::execute(const Item& item) {
       e.transport().setTag(tag, ch);
     });
     moving = true;
+    if (!isP2p(call.coll)) verdicts_.startCollective(call.seq);  // a peer may have refused it
     if (size_ > 1 && (opt_.check || opt_.nanCheck) && !isP2p(call.coll) && hasHostTransport()) {
       std::exception_ptr verdict = agreeBeforeMoving(call, fingerprintOf(call, rank_, size_),
                                                      engine.reducer(), opt_.nanCheck,
@@ -204,33 +210,53 @@ void Communicator::execute(const Item& item) {
       executeP2p(call, engine, item.work, deadline);
       return;
     }
-    if (size_ > 1 && movesNothing(call)) {
-      // Nothing to move, but the fingerprints still meet: a rank whose call
-      // differs learns it here instead of at its peers' deadline.
-      compareWithNeighbours();
-      work.markDone(nullptr);
-      return;
-    }
+    const bool device = engine.device() >= 0;
     Algorithm* algo = nullptr;
     try {
       algo = choices_.choose(call, size_, engine.algorithms(), opt_.policy, policyEpoch_);
     } catch (ArgumentError& no) {
       // Before any data moved: a refusal, announced like bad arguments (the
-      // ranks that refuse alike keep a usable communicator).
-      moving = false;
-      announceRefusal(call, no.what());
-      throw;
+      // ranks that refuse alike keep a usable communicator). A zero-size
+      // call no algorithm takes still meets its peers below.
+      if (!(size_ > 1 && movesNothing(call))) {
+        moving = false;
+        announceRefusal(call, no.what());
+        throw;
+      }
+    }
+    if (size_ > 1 && movesNothing(call) && !(device && algo && algo->fingerprintInFlags())) {
+      // Nothing to move, but the fingerprints still meet: a rank whose call
+      // differs learns it here instead of at its peers' deadline. Device
+      // algorithms with fingerprints in their flags meet in their kernel (a
+      // peer whose count is not 0 runs that kernel too); the rest over the host.
+      if (call.capturing) {
+        moving = false;  // every rank refuses alike
+        RR_THROW(ArgumentError, "a zero-size call over the host transport cannot be captured "
+                                "into a CUDA graph");
+      }
+      compareWithNeighbours();
+      work.markDone(nullptr);
+      return;
+    }
+    const Issue issue{call.stream, algo->runsOnCallerStream(), call.capturing};
+    if (issue.capturing) {
+      // Refused the same way on every rank, before anything moves.
+      const std::string no = engine.captureRefusal(*algo);
+      if (!no.empty()) {
+        moving = false;
+        RR_THROW(ArgumentError, "cannot capture this call into a CUDA graph: " + no);
+      }
     }
     // Where neither the transport's messages nor the algorithm's flags carry
     // the fingerprint (the ring over NCCL), the host transport compares it.
-    if (engine.device() >= 0 && opt_.deviceFingerprint && size_ > 1 && hasHostTransport() &&
+    if (device && opt_.deviceFingerprint && size_ > 1 && hasHostTransport() &&
         !algo->fingerprintInFlags() && !engine.transport().carriesTags())
       compareWithNeighbours();
     AlgoEnv env{engine.transport(), engine.reducer(), engine.workspace(), chunkFor(call, engine),
-                opt_.depth};
-    engine.begin(call.stream);
+                opt_.depth, tag, call.capturing};
+    engine.begin(issue);
     algo->run(call, env);
-    finishDevice(engine.end(), work, deadline, call);
+    finishDevice(engine.end(issue), work, deadline, call);
   } catch (Error& e) {
     e.addContext(describe(call));
     if (moving) poison(Verdicts::kindOf(e), e.what());
@@ -244,7 +270,7 @@ void Communicator::execute(const Item& item) {
 void Communicator::finishDevice(std::shared_ptr<Completion> c, Work& work,
                                 Clock::time_point deadline, const Call& call) {
   work.setDeadline(deadline);
-  if (c) watchdog_.watch(c, deadline, describe(call));
+  if (c) watchdog_.watch(c, deadline, call, rank_);
   work.markDone(std::move(c));
 }
 
@@ -260,11 +286,12 @@ void Communicator::executeP2p(const Call& call, Engine& engine, const std::share
   const bool send = call.coll == Coll::kSend;
   Xfer x{call.peer, send ? const_cast<void*>(call.in) : call.out,
          static_cast<size_t>(bytesOf(call, call.count))};
-  engine.begin(call.stream);
+  const Issue issue{call.stream, false, false};
+  engine.begin(issue);
   Transport::ExchangeId id = t.start(send ? &x : nullptr, send ? 1 : 0, send ? nullptr : &x, send ? 0 : 1);
   if (engine.device() >= 0) {  // ordered on the device stream
     t.wait(id);
-    finishDevice(engine.end(), *work, deadline, call);
+    finishDevice(engine.end(issue), *work, deadline, call);
     return;
   }
   inFlight_.add(t, id, work, deadline, describe(call));
@@ -382,58 +409,11 @@ void Communicator::workerLoop() {
 // The watchdog found device work failed or late (its own thread). Stuck
 // kernels are freed from here; the rest is aborted, and the peers told, by
 // the thread that runs next: its waits see abandon_.
-void Communicator::onDeviceFailure(bool timeout, const std::string& msg) {
-  verdicts_.poison(timeout ? Verdicts::Kind::kTimeout : Verdicts::Kind::kError, msg, false);
+void Communicator::onDeviceFailure(Verdicts::Kind kind, const std::string& msg) {
+  verdicts_.poison(kind, msg, false);
   engines_.interruptDevices();
   abandonWhy_ = msg;
   abandon_ = true;
-}
-
-bool Communicator::finalized() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return closing_;
-}
-
-void Communicator::finalize() noexcept {
-  std::thread worker;
-  {
-    std::unique_lock<std::mutex> lk(mu_);
-    if (closing_) {
-      // Another thread finalizes: wait until it is done.
-      while (!finalized_) cv_.wait_for(lk, std::chrono::milliseconds(10));
-      return;
-    }
-    closing_ = true;
-    // In-flight work gets its timeout to finish; then waits give up.
-    const auto until = deadlineFromNow();
-    while (!(queue_.empty() && inFlight_.empty() && !busy_)) {
-      if (!worker_.joinable() && !busy_) break;  // nobody would run the queue
-      if (Clock::now() > until) {
-        abandonWhy_ = "the communicator was finalized while this call was in flight";
-        abandon_ = true;
-        break;
-      }
-      cv_.wait_for(lk, std::chrono::milliseconds(10));
-    }
-    stop_ = true;
-    cv_.notify_all();
-    worker = std::move(worker_);
-  }
-  if (worker.joinable()) worker.join();
-  watchdog_.stop();
-  std::unique_lock<std::mutex> lk(mu_);
-  while (busy_) cv_.wait(lk);  // a blocking call on another thread, now abandoning
-  for (auto& q : queue_)
-    if (q.work)
-      q.work->markFailed(std::make_exception_ptr(Error("communicator was finalized before this call ran")));
-  queue_.clear();
-  inFlight_.failAll(std::make_exception_ptr(
-      Error("communicator was finalized while this transfer was in flight")));
-  lk.unlock();
-  engines_.clear();
-  lk.lock();
-  finalized_ = true;
-  cv_.notify_all();
 }
 
 }  // namespace rr

@@ -130,7 +130,7 @@ class Communicator {
   void tellPeersAndAbort() noexcept;
   void runExclusive(const std::function<void()>& body, bool afterQueue = false);
   void workerLoop();
-  void onDeviceFailure(bool timeout, const std::string& msg);
+  void onDeviceFailure(Verdicts::Kind kind, const std::string& msg);
   std::string describe(const Call& call) const;
   uint64_t tagOf(const Call& call) const;
 
@@ -153,7 +153,7 @@ class Communicator {
   std::atomic<bool> abandon_{false};  // waits give up (finalize past its bound, external abort)
   std::string abandonWhy_;
 
-  Watchdog watchdog_{[this](bool timeout, const std::string& msg) { onDeviceFailure(timeout, msg); }};
+  Watchdog watchdog_{[this](Verdicts::Kind kind, const std::string& msg) { onDeviceFailure(kind, msg); }};
 
   Verdicts verdicts_;
 

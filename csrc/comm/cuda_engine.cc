@@ -1,5 +1,6 @@
 #include "comm/cuda_engine.h"
 
+#include <cstring>
 #include <thread>
 
 #include "algo/host_algorithms.h"
@@ -10,18 +11,41 @@
 namespace rr {
 namespace {
 
-// The end of one device collective: an event on the reduction stream.
+// Event queries are "unsafe" calls that a graph capture in global mode
+// (torch's default) prohibits on every thread, and a prohibited call also
+// invalidates the capture. Querying an event recorded before the capture is
+// harmless, so the query runs in relaxed mode, and the thread's mode is put back.
+class RelaxedCapture {
+ public:
+  RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
+  ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
+
+// The end of one device collective: a pooled event where its work ended.
+// Kernels that gave up (a peer's fingerprint differed, a peer never came)
+// say so in the IPC abort state, which is read once the event has passed.
 class StreamCompletion : public Completion {
  public:
-  StreamCompletion(int device, int rank, cudaEvent_t event, std::shared_ptr<NcclComm> nccl)
-      : device_(device), rank_(rank), event_(event), nccl_(std::move(nccl)) {}
-  ~StreamCompletion() override {
-    // Released by the runtime once the recorded work completes.
-    DeviceGuard::noThrow(device_, [&] { cudaEventDestroy(event_); });
-  }
+  StreamCompletion(int device, int rank, std::shared_ptr<EventPool> pool, cudaEvent_t event,
+                   cudaStream_t recordedOn, std::shared_ptr<NcclComm> nccl,
+                   std::shared_ptr<IpcAbortState> ipc)
+      : device_(device),
+        rank_(rank),
+        pool_(std::move(pool)),
+        event_(event),
+        recordedOn_(recordedOn),
+        nccl_(std::move(nccl)),
+        ipc_(std::move(ipc)) {}
+  ~StreamCompletion() override { pool_->give(event_); }
 
   bool query() override {
     DeviceGuard g(device_);
+    RelaxedCapture relaxed;
     cudaError_t q = cudaEventQuery(event_);
     if (q == cudaErrorNotReady) return false;
     RR_CUDA_CHECK(q);
@@ -29,6 +53,8 @@ class StreamCompletion : public Completion {
   }
 
   void streamWait(uintptr_t stream) override {
+    // A blocking call that ran on the caller's stream is already ordered there.
+    if (reinterpret_cast<cudaStream_t>(stream) == recordedOn_) return;
     DeviceGuard g(device_);
     RR_CUDA_CHECK(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(stream), event_, 0));
   }
@@ -43,8 +69,12 @@ class StreamCompletion : public Completion {
 
   bool poll(Clock::time_point deadline) override {
     DeviceGuard g(device_);
+    RelaxedCapture relaxed;
     cudaError_t q = cudaEventQuery(event_);
-    if (q == cudaSuccess) return true;
+    if (q == cudaSuccess) {
+      checkKernels();
+      return true;
+    }
     if (q != cudaErrorNotReady) RR_CUDA_CHECK(q);
     // A peer that died or a failed transfer shows up here, not in the
     // event: NCCL kernels would wait for it forever.
@@ -64,12 +94,23 @@ class StreamCompletion : public Completion {
   }
 
  private:
+  // A mismatch or a kernel's own timeout raises here, on every rank that
+  // found it; an abort by the host is the communicator's own doing and
+  // surfaces as its poisoned state instead.
+  void checkKernels() const {
+    if (!ipc_) return;
+    const int code = ipc_->code();
+    if (code == ipc::kAbortMismatch || code == ipc::kAbortTimeout) ipc_->raiseIfFailed(rank_);
+  }
   std::string who() const {
     return "rank " + std::to_string(rank_) + " (cuda:" + std::to_string(device_) + ")";
   }
   int device_, rank_;
+  std::shared_ptr<EventPool> pool_;
   cudaEvent_t event_;
+  cudaStream_t recordedOn_;
   std::shared_ptr<NcclComm> nccl_;
+  std::shared_ptr<IpcAbortState> ipc_;
 };
 
 ncclDataType_t ncclType(DType t) {
@@ -125,11 +166,13 @@ CudaEngineBase::CudaEngineBase(int device, int rank) : device_(device), rank_(ra
     RR_CUDA_CHECK(cudaStreamCreateWithFlags(&reduce_, cudaStreamNonBlocking));
     RR_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
     RR_CUDA_CHECK(cudaEventCreateWithFlags(&callerReady_, cudaEventDisableTiming));
+    RR_CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
   } catch (...) {
     if (reduce_) cudaStreamDestroy(reduce_);
     if (side_) cudaStreamDestroy(side_);
     throw;
   }
+  events_ = std::make_shared<EventPool>(device_);
   reducer_ = std::make_unique<CudaReducer>(device_, reduce_);
   workspace_ = std::make_unique<DeviceWorkspace>(device_, reduce_);
   algorithms_ = makeHostAlgorithms();
@@ -146,43 +189,80 @@ CudaEngineBase::~CudaEngineBase() {
     cudaStreamSynchronize(side_);
     cudaStreamSynchronize(reduce_);
     cudaEventDestroy(callerReady_);
+    cudaEventDestroy(joined_);
     cudaStreamDestroy(side_);
     cudaStreamDestroy(reduce_);
   });
 }
 
 void CudaEngineBase::setUpIpc(int size, IpcAllreduce::Exchange exchange, double timeoutSec) {
-  if (size < 2) return;
+  // With one rank the IPC algorithms are a copy on the caller's stream: the
+  // cheapest call there is.
+  if (size == 1 && !exchange)
+    exchange = [](const void* mine, size_t bytes, void* all) { std::memcpy(all, mine, bytes); };
   ipc_ = std::make_unique<IpcAllreduce>(
       rank_, size, device_, kIpcBufferBytes, std::move(exchange),
       // Past the communicator's deadline, so the watchdog (which names the
       // collective and poisons the communicator) acts first.
       std::min(timeoutSec, 1e6) + 2.0);
-  algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kOneShot, reduce_));
-  algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kTwoShot, reduce_));
+  algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kOneShot));
+  algorithms_.push_back(std::make_unique<IpcAlgorithm>(*ipc_, IpcTuning::kTwoShot));
+  algorithms_.push_back(std::make_unique<GpuRingAlgorithm>(*ipc_));
   offered_.clear();
   for (auto& a : algorithms_) offered_.push_back(a.get());
 }
 
-void CudaEngineBase::begin(uintptr_t callerStream) {
+void CudaEngineBase::begin(const Issue& is) {
   DeviceGuard g(device_);
+  cudaStream_t caller = reinterpret_cast<cudaStream_t>(is.callerStream);
+  cudaStream_t start = is.direct ? caller : reduce_;
+  // Submission order: after the engine's previous call, wherever it ended.
+  // (A captured call is ordered by its graph: its replays must be launched
+  // after the calls before them, like any work on a stream.)
+  // The previous call's completion event marks its end; the stream it ran
+  // on is compared, never used (the caller may have destroyed it since).
+  if (!is.capturing && lastEnd_ != nullptr && lastStream_ != start)
+    RR_CUDA_CHECK(cudaStreamWaitEvent(start, lastEnd_, 0));
+  if (is.direct) return;
   // The collective reads what the caller's kernels produce, even those still
   // running: the reduction stream starts after them, the host does not wait.
-  RR_CUDA_CHECK(cudaEventRecord(callerReady_, reinterpret_cast<cudaStream_t>(callerStream)));
+  RR_CUDA_CHECK(cudaEventRecord(callerReady_, caller));
   RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, callerReady_, 0));
 }
 
-std::shared_ptr<Completion> CudaEngineBase::end() {
+std::shared_ptr<Completion> CudaEngineBase::end(const Issue& is) {
   DeviceGuard g(device_);
-  joinSideStream();
-  cudaEvent_t done;
-  RR_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  cudaError_t rc = cudaEventRecord(done, reduce_);
+  cudaStream_t caller = reinterpret_cast<cudaStream_t>(is.callerStream);
+  if (!is.direct) joinSideStream();
+  cudaStream_t endedOn = is.direct ? caller : reduce_;
+  if (is.capturing) {
+    // Join the forked reduction stream back into the caller's, inside the
+    // capture; nothing to watch until the graph is replayed.
+    if (!is.direct) {
+      RR_CUDA_CHECK(cudaEventRecord(joined_, reduce_));
+      RR_CUDA_CHECK(cudaStreamWaitEvent(caller, joined_, 0));
+    }
+    return nullptr;
+  }
+  cudaEvent_t done = events_->take();
+  cudaError_t rc = cudaEventRecord(done, endedOn);
   if (rc != cudaSuccess) {
-    cudaEventDestroy(done);
+    events_->give(done);
     RR_CUDA_CHECK(rc);
   }
-  return std::make_shared<StreamCompletion>(device_, rank_, done, ncclHandle());
+  // Only this engine's end() takes from its pool, after the next begin()
+  // has used lastEnd_: the event still marks this call's end by then, even
+  // if its completion has handed it back.
+  lastEnd_ = done;
+  lastStream_ = endedOn;
+  return std::make_shared<StreamCompletion>(device_, rank_, events_, done, endedOn, ncclHandle(),
+                                            ipc_ ? ipc_->abortState() : nullptr);
+}
+
+std::string CudaEngineBase::captureRefusal(const Algorithm& algo) const {
+  if (algo.runsOnCallerStream()) return std::string();
+  const std::string why = transportCaptureRefusal();
+  return why.empty() ? why : std::string(algo.name()) + ": " + why;
 }
 
 void CudaEngineBase::abort() noexcept {

@@ -11,6 +11,13 @@
 //                              |  v                |
 //                            comm / copy stream: transfers
 //
+// Algorithms that run on the caller's stream (the IPC kernels) skip the
+// reduction stream: one launch there and a pooled event for the watchdog.
+// Either way the engine keeps its calls in submission order: a call that
+// starts on another stream than the previous one ended on waits for it.
+// Under CUDA-graph capture there are no completions: the reduction stream
+// forks from the caller's stream and joins back inside the capture.
+//
 // Nothing here blocks the host except Completion::synchronize and the
 // staged paths' waits for the wire.
 #pragma once
@@ -25,6 +32,7 @@
 
 #include "comm/engine.h"
 #include "common/dtypes.h"
+#include "common/event_pool.h"
 #include "ipc/ipc_allreduce.h"
 #include "reduce/reduce_cuda.h"
 #include "reduce/workspace_cuda.h"
@@ -46,8 +54,9 @@ class CudaEngineBase : public Engine {
   Reducer& reducer() override { return *reducer_; }
   Workspace& workspace() override { return *workspace_; }
   const std::vector<Algorithm*>& algorithms() override { return offered_; }
-  void begin(uintptr_t callerStream) override;
-  std::shared_ptr<Completion> end() override;
+  void begin(const Issue& issue) override;
+  std::shared_ptr<Completion> end(const Issue& issue) override;
+  std::string captureRefusal(const Algorithm& algo) const override;
   void abort() noexcept override;
   void interrupt() noexcept override;
 
@@ -67,10 +76,15 @@ class CudaEngineBase : public Engine {
   virtual void joinSideStream() = 0;
   // What the Completion needs to watch and abort; null without NCCL.
   virtual std::shared_ptr<NcclComm> ncclHandle() const { return nullptr; }
+  // Why the transport's algorithms cannot run under graph capture; empty if they can.
+  virtual std::string transportCaptureRefusal() const = 0;
 
   int device_, rank_;
   cudaStream_t reduce_ = nullptr, side_ = nullptr;
-  cudaEvent_t callerReady_ = nullptr;
+  cudaEvent_t callerReady_ = nullptr, joined_ = nullptr;
+  std::shared_ptr<EventPool> events_;
+  cudaEvent_t lastEnd_ = nullptr;      // the previous call's completion event (from events_)
+  cudaStream_t lastStream_ = nullptr;  // where it was recorded: compared, never used
   std::unique_ptr<CudaReducer> reducer_;
   std::unique_ptr<DeviceWorkspace> workspace_;
   std::unique_ptr<IpcAllreduce> ipc_;
@@ -99,6 +113,9 @@ class NcclEngine : public CudaEngineBase {
  protected:
   void joinSideStream() override { transport_->join(); }
   std::shared_ptr<NcclComm> ncclHandle() const override { return comm_; }
+  // NCCL's sends and receives are captured like kernels (after an eager
+  // warm-up call has sized the workspace: growing it waits for the stream).
+  std::string transportCaptureRefusal() const override { return std::string(); }
 
  private:
   // All-gather of a few host bytes over NCCL (when there is no host transport).
@@ -122,6 +139,12 @@ class HostPathEngine : public CudaEngineBase {
 
  protected:
   void joinSideStream() override { transport_->join(); }
+  std::string transportCaptureRefusal() const override {
+    return "device buffers over " + transport_->name() +
+           " wait on the host during the call, which a CUDA graph cannot replay; force "
+           "algo='ipc_one_shot', 'ipc_two_shot' or 'gpu_ring' (peer memory), or use backend "
+           "'nccl' with one GPU per rank";
+  }
 
  private:
   std::unique_ptr<StagedDeviceTransport> transport_;

@@ -34,6 +34,13 @@ class Completion {
   }
 };
 
+// How one call is issued on an engine.
+struct Issue {
+  uintptr_t callerStream = 0;  // the caller's stream (device buffers)
+  bool direct = false;         // the algorithm enqueues on the caller's stream itself
+  bool capturing = false;      // that stream is being captured into a CUDA graph
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -47,13 +54,25 @@ class Engine {
   // The pipeline chunk this engine runs best with, in bytes; 0 means the
   // communicator's default. Measured: see docs/benchmarks.md.
   virtual int64_t preferredChunkBytes() const { return 0; }
-  // Order the collective after the caller's pending work on `callerStream`.
-  virtual void begin(uintptr_t /*callerStream*/) {}
-  // After the collective was issued. Null when the work is already complete.
-  virtual std::shared_ptr<Completion> end() { return nullptr; }
+  // Order the collective after the caller's pending work and after the
+  // engine's previous call.
+  virtual void begin(const Issue& /*issue*/) {}
+  // After the collective was issued. Null when the work is already complete,
+  // or when it was captured into a graph (nothing to watch until replayed).
+  virtual std::shared_ptr<Completion> end(const Issue& /*issue*/) { return nullptr; }
+  // Empty when `algo` may run while the caller's stream is being captured
+  // into a CUDA graph; otherwise why not.
+  virtual std::string captureRefusal(const Algorithm& /*algo*/) const {
+    return "host buffers cannot be captured into a CUDA graph";
+  }
   // Cancel everything; later calls fail. Called by the thread that runs
   // calls (transports are not thread-safe).
-  virtual void abort() noexcept { transport().abort(); }
+  // A receive MPI could not cancel may still write into the workspace: then
+  // the workspace's memory is left to the process, never freed under it.
+  virtual void abort() noexcept {
+    transport().abort();
+    if (!transport().settled()) workspace().abandon();
+  }
   // From any thread: make device work stuck on a peer give up.
   virtual void interrupt() noexcept {}
 };

@@ -2,17 +2,31 @@
 
 #include <algorithm>
 
+#include "comm/identity.h"
+
 namespace rr {
 
-void Watchdog::watch(std::shared_ptr<Completion> c, Clock::time_point deadline, std::string what) {
+void Watchdog::watch(std::shared_ptr<Completion> c, Clock::time_point deadline, const Call& call,
+                     int rank) {
   std::lock_guard<std::mutex> lk(mu_);
   if (stop_) return;
   if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
-  // Finished entries are dropped here too, so the list stays short.
-  watched_.erase(std::remove_if(watched_.begin(), watched_.end(),
-                                [](const Watched& w) { return w.completion->query(); }),
-                 watched_.end());
-  watched_.push_back(Watched{std::move(c), deadline, std::move(what)});
+  // The loop drops finished entries every few milliseconds; a burst of calls
+  // drops them here too, without querying every entry on every call.
+  if (watched_.size() >= 32)
+    watched_.erase(std::remove_if(watched_.begin(), watched_.end(),
+                                  [](const Watched& w) { return w.completion->query(); }),
+                   watched_.end());
+  Call light;
+  light.coll = call.coll;
+  light.dtype = call.dtype;
+  light.op = call.op;
+  light.count = call.count;
+  light.seq = call.seq;
+  light.root = call.root;
+  light.peer = call.peer;
+  if (!call.counts.empty()) light.counts.assign(1, 0);
+  watched_.push_back(Watched{std::move(c), deadline, std::move(light), rank});
 }
 
 void Watchdog::loop() {
@@ -27,12 +41,12 @@ void Watchdog::loop() {
         }
         ++i;
       } catch (Error& e) {
-        e.addContext(watched_[i].what + " (watchdog)");
-        const bool timeout = dynamic_cast<TimeoutError*>(&e) != nullptr;
+        e.addContext(describeCall(watched_[i].call, watched_[i].rank) + " (watchdog)");
+        const Verdicts::Kind kind = Verdicts::kindOf(e);
         const std::string msg = e.what();
         watched_.clear();
         lk.unlock();
-        onFailure_(timeout, msg);
+        onFailure_(kind, msg);
         lk.lock();
       } catch (...) {
         watched_.erase(watched_.begin() + i);

@@ -12,20 +12,24 @@
 #include <thread>
 #include <vector>
 
+#include "algo/call.h"
 #include "comm/engine.h"
+#include "comm/verdicts.h"
 
 namespace rr {
 
 class Watchdog {
  public:
-  // onFailure(isTimeout, message) runs on the watchdog's thread.
-  explicit Watchdog(std::function<void(bool, const std::string&)> onFailure)
+  // onFailure(kind, message) runs on the watchdog's thread.
+  explicit Watchdog(std::function<void(Verdicts::Kind, const std::string&)> onFailure)
       : onFailure_(std::move(onFailure)) {}
   ~Watchdog() { stop(); }
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
 
-  void watch(std::shared_ptr<Completion> c, Clock::time_point deadline, std::string what);
+  // `call` is described only if the watchdog has to name it: a string per
+  // call would cost the latency path more than the watching does.
+  void watch(std::shared_ptr<Completion> c, Clock::time_point deadline, const Call& call, int rank);
   void stop() noexcept;  // idempotent
 
  private:
@@ -33,9 +37,10 @@ class Watchdog {
   struct Watched {
     std::shared_ptr<Completion> completion;
     Clock::time_point deadline;
-    std::string what;
+    Call call;  // without its size lists (only whether it had them)
+    int rank;
   };
-  std::function<void(bool, const std::string&)> onFailure_;
+  std::function<void(Verdicts::Kind, const std::string&)> onFailure_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Watched> watched_;

@@ -17,6 +17,14 @@
 
 #include "common/dtypes.h"
 
+// pack() also runs inside the CUDA-IPC kernels: a call captured in a CUDA
+// graph numbers itself on the device (ipc/ipc_kernels.cuh).
+#if defined(__CUDACC__)
+#define RR_FP_HD __host__ __device__
+#else
+#define RR_FP_HD
+#endif
+
 namespace rr {
 
 struct Fingerprint {
@@ -32,7 +40,7 @@ namespace fp {
 
 constexpr int kExactBits = 30;
 
-inline uint64_t mix(uint64_t x) {  // splitmix64's finaliser: every input bit moves every output bit
+RR_FP_HD inline uint64_t mix(uint64_t x) {  // splitmix64's finaliser: every input bit moves every output bit
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ull;
   x ^= x >> 27;
@@ -41,9 +49,9 @@ inline uint64_t mix(uint64_t x) {  // splitmix64's finaliser: every input bit mo
   return x;
 }
 
-inline uint64_t mask(int bits) { return bits >= 64 ? ~0ull : (1ull << bits) - 1; }
+RR_FP_HD inline uint64_t mask(int bits) { return bits >= 64 ? ~0ull : (1ull << bits) - 1; }
 
-inline uint64_t pack(const Fingerprint& f) {
+RR_FP_HD inline uint64_t pack(const Fingerprint& f) {
   uint64_t exact = (f.seq & 0xffffu) | (uint64_t(static_cast<int>(f.coll)) & 31u) << 16 |
                    (uint64_t(static_cast<int>(f.dtype)) & 31u) << 21 |
                    (uint64_t(static_cast<int>(f.op)) & 15u) << 26;

@@ -1,7 +1,8 @@
 // CUDA-IPC all-reduce, host side: mapping peers' buffers, planning a call,
-// picking the kernel instantiation and launching it. The kernels and the
-// synchronisation argument are in ipc_kernels.cuh; the layout arithmetic is
-// in ipc_plan.h.
+// picking the kernel instantiation and launching it. The synchronisation
+// argument is in ipc_device.cuh, the one-/two-shot kernels in
+// ipc_kernels.cuh, their layout arithmetic in ipc_plan.h; the GPU ring's
+// host side is ipc_ring.cu.
 #include "ipc/ipc_allreduce.h"
 
 #include <cuda_runtime.h>
@@ -14,6 +15,7 @@
 
 #include "common/cuda_check.h"
 #include "common/errors.h"
+#include "common/fingerprint.h"
 #include "ipc/ipc_kernels.cuh"
 #include "ipc/ipc_plan.h"
 
@@ -40,11 +42,11 @@ KernelFn pickAlgo(bool oneShot) {
 template <class Tr, int K, int NR>
 KernelFn pickOp(ReduceOp op, bool oneShot) {
   switch (op) {
-    case ReduceOp::kSum: return pickAlgo<Tr, OpSum, false, K, NR>(oneShot);
-    case ReduceOp::kAvg: return pickAlgo<Tr, OpSum, true, K, NR>(oneShot);
-    case ReduceOp::kProd: return pickAlgo<Tr, OpProd, false, K, NR>(oneShot);
-    case ReduceOp::kMin: return pickAlgo<Tr, OpMin, false, K, NR>(oneShot);
-    case ReduceOp::kMax: return pickAlgo<Tr, OpMax, false, K, NR>(oneShot);
+    case ReduceOp::kSum: return pickAlgo<Tr, IpcSum, false, K, NR>(oneShot);
+    case ReduceOp::kAvg: return pickAlgo<Tr, IpcSum, true, K, NR>(oneShot);
+    case ReduceOp::kProd: return pickAlgo<Tr, IpcProd, false, K, NR>(oneShot);
+    case ReduceOp::kMin: return pickAlgo<Tr, IpcMin, false, K, NR>(oneShot);
+    case ReduceOp::kMax: return pickAlgo<Tr, IpcMax, false, K, NR>(oneShot);
   }
   return nullptr;
 }
@@ -190,20 +192,17 @@ IpcAllreduce::IpcAllreduce(int rank, int worldSize, int device, size_t bufferByt
         return share.st.ok != 0;
       };
       void* base = nullptr;
-      if (step("cudaMalloc", cudaMalloc(&base, kFlagsBytes + 2 * halfBytes_)))
+      if (step("cudaMalloc", cudaMalloc(&base, kControlBytes + 2 * halfBytes_ + kRingBytes)))
         mine_ = static_cast<char*>(base);
-      if (share.st.ok) step("cudaMemset", cudaMemset(mine_, 0, kFlagsBytes));
+      if (share.st.ok) step("cudaMemset", cudaMemset(mine_, 0, kControlBytes));
       if (share.st.ok) step("cudaDeviceSynchronize", cudaDeviceSynchronize());
       if (share.st.ok) step("cudaIpcGetMemHandle", cudaIpcGetMemHandle(&share.handle, mine_));
-      void* host = nullptr;
-      if (share.st.ok &&
-          step("cudaHostAlloc", cudaHostAlloc(&host, sizeof(int),
-                                              cudaHostAllocMapped | cudaHostAllocPortable))) {
-        abortHost_ = static_cast<volatile int*>(host);
-        *abortHost_ = 0;
-        void* dev = nullptr;
-        if (step("cudaHostGetDevicePointer", cudaHostGetDevicePointer(&dev, host, 0)))
-          abortDevice_ = static_cast<int*>(dev);
+      if (share.st.ok) {
+        try {
+          abort_ = std::make_shared<IpcAbortState>();
+        } catch (const Error& e) {
+          share.st.set(e.what());
+        }
       }
       if (share.st.ok)
         step("cudaEventCreateWithFlags", cudaEventCreateWithFlags(&order_, cudaEventDisableTiming));
@@ -253,25 +252,20 @@ IpcAllreduce::IpcAllreduce(int rank, int worldSize, int device, size_t bufferByt
 
 void IpcAllreduce::releaseAll() noexcept {
   enabled_ = false;
-  if (!mine_ && !abortHost_ && !order_) return;
-  int prev = -1;
-  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
-  cudaSetDevice(device_);
-  // Our kernels are the only writers into peers' memory and the last
-  // readers of ours; after they finish, closing and freeing is safe.
-  cudaDeviceSynchronize();
-  for (size_t q = 0; q < peers_.size(); ++q)
-    if (static_cast<int>(q) != rank_ && peers_[q]) cudaIpcCloseMemHandle(peers_[q]);
-  peers_.clear();
-  if (mine_) cudaFree(mine_);
-  mine_ = nullptr;
-  if (abortHost_) cudaFreeHost(const_cast<int*>(abortHost_));
-  abortHost_ = nullptr;
-  abortDevice_ = nullptr;
-  if (order_) cudaEventDestroy(order_);
-  order_ = nullptr;
-  cudaGetLastError();
-  if (prev >= 0) cudaSetDevice(prev);
+  if (!mine_ && !order_) return;
+  DeviceGuard::noThrow(device_, [&] {
+    // Our kernels are the only writers into peers' memory and the last
+    // readers of ours; after they finish, closing and freeing is safe.
+    cudaDeviceSynchronize();
+    for (size_t q = 0; q < peers_.size(); ++q)
+      if (static_cast<int>(q) != rank_ && peers_[q]) cudaIpcCloseMemHandle(peers_[q]);
+    peers_.clear();
+    if (mine_) cudaFree(mine_);
+    mine_ = nullptr;
+    if (order_) cudaEventDestroy(order_);
+    order_ = nullptr;
+    cudaGetLastError();
+  });
 }
 
 IpcAllreduce::~IpcAllreduce() { releaseAll(); }
@@ -353,68 +347,95 @@ void IpcAllreduce::setTuning(const IpcTuning& t) {
                    std::to_string(t.roundBytes));
   RR_CHECK_ARG(t.maxBlocks >= 0, "IpcAllreduce: maxBlocks must be >= 0, got " +
                                      std::to_string(t.maxBlocks));
+  RR_CHECK_ARG(t.ringChannels >= 1 && t.ringChannels <= kRingMaxChannels,
+               "IpcAllreduce: ringChannels must be in [1, " + std::to_string(kRingMaxChannels) +
+                   "], got " + std::to_string(t.ringChannels));
+  RR_CHECK_ARG(t.ringSlots >= 2 && t.ringSlots <= 64,
+               "IpcAllreduce: ringSlots must be in [2, 64], got " + std::to_string(t.ringSlots));
+  RR_CHECK_ARG(t.ringChunkBytes >= 1024, "IpcAllreduce: ringChunkBytes must be >= 1024, got " +
+                                             std::to_string(t.ringChunkBytes));
+  RR_CHECK_ARG(t.ringOrders == 1 || t.ringOrders == 2,
+               "IpcAllreduce: ringOrders must be 1 or 2, got " + std::to_string(t.ringOrders));
   tuning_ = t;
 }
 
 void IpcAllreduce::abort() noexcept {
-  if (abortHost_) *abortHost_ = 1;
+  if (abort_) abort_->abort();
 }
 
-bool IpcAllreduce::failed() const noexcept { return abortHost_ && *abortHost_ != 0; }
+bool IpcAllreduce::failed() const noexcept { return abort_ && abort_->code() != kAbortNone; }
+
+bool IpcAllreduce::beforeLaunch(cudaStream_t stream, bool ordered) {
+  if (failed()) abort_->raiseIfFailed(rank_);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  RR_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return true;
+  // The halves, the ring slots and the device call state assume each launch
+  // starts after the previous one ended; on a new stream, make that explicit.
+  if (!ordered && haveLastStream_ && stream != lastStream_) {
+    RR_CUDA_CHECK(cudaEventRecord(order_, lastStream_));
+    RR_CUDA_CHECK(cudaStreamWaitEvent(stream, order_, 0));
+  }
+  return false;
+}
+
+void IpcAllreduce::afterLaunch(cudaStream_t stream, bool capturing, bool ordered,
+                               const char* kind, DType dtype, ReduceOp op, int blocks,
+                               int64_t count) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw Error(std::string("IpcAllreduce launch (") + kind + ", " + dtypeName(dtype) + " " +
+                opName(op) + ", " + std::to_string(blocks) + " blocks, count " +
+                std::to_string(count) + ") on rank " + std::to_string(rank_) + ": " +
+                cudaGetErrorString(e));
+  if (capturing || ordered) return;  // the graph's launch stream is not known here
+  lastStream_ = stream;
+  haveLastStream_ = true;
+}
+
+void IpcAllreduce::fillTag(Args& a, int64_t count, DType dtype, ReduceOp op, const IpcTag& tag,
+                           bool capturing) const {
+  Fingerprint shape;
+  shape.coll = tag.coll;
+  shape.dtype = dtype;
+  shape.op = op;
+  shape.count = count;
+  shape.root = tag.root;
+  // A captured launch is replayed without the host: it numbers itself.
+  setTag(a, shape, tag.value, capturing || !tag.fromHost);
+}
 
 void IpcAllreduce::run(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
-                       cudaStream_t stream, int algo) {
+                       cudaStream_t stream, int algo, const IpcTag& tag) {
   RR_CHECK_ARG(count >= 0, "IpcAllreduce: count must be >= 0, got " + std::to_string(count));
-  if (count == 0) return;
-  if (failed())
-    throw Error(std::string("IpcAllreduce on rank ") + std::to_string(rank_) + ": " +
-                (*abortHost_ == 2 ? "an earlier call timed out waiting for a peer"
-                                  : "aborted") +
-                "; the object cannot be used again");
   if (!supports(count, dtype, op))
     throw ArgumentError(std::string("IpcAllreduce does not handle ") + dtypeName(dtype) + "/" +
                         opName(op) +
                         (enabled_ ? "" : " (disabled: " + disabledReason_ + ")"));
-  RR_CHECK_ARG(in != nullptr && out != nullptr, "IpcAllreduce: null buffer pointer");
   const int64_t es = static_cast<int64_t>(dtypeSize(dtype));
   DeviceGuard guard(device_);
   if (worldSize_ == 1) {
-    if (in != out)
+    if (in != out && count > 0)
       RR_CUDA_CHECK(cudaMemcpyAsync(out, in, count * es, cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  RR_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone)
-    throw Error("IpcAllreduce cannot run inside CUDA graph capture (each call needs fresh flag "
-                "values)");
-  // The halves and flags assume each call's kernel starts after the previous
-  // one ended; on a new stream, make that explicit.
-  if (haveLastStream_ && stream != lastStream_) {
-    RR_CUDA_CHECK(cudaEventRecord(order_, lastStream_));
-    RR_CUDA_CHECK(cudaStreamWaitEvent(stream, order_, 0));
-  }
-
+  RR_CHECK_ARG(count == 0 || (in != nullptr && out != nullptr), "IpcAllreduce: null buffer pointer");
   if (algo == IpcTuning::kOneShot && !oneShotFits(count, dtype))
     throw ArgumentError("IpcAllreduce: a one-shot of " + std::to_string(count) + " " +
                         dtypeName(dtype) + " does not fit the IPC buffer");
+  const bool capturing = beforeLaunch(stream, tag.ordered);
   const IpcPlan g = plan(count, dtype, algo);
-  const Args a = makeArgs(g, in, out, count, rank_, worldSize_, flagBase_, peers_.data(),
-                          halfBytes_, calls_, abortDevice_, static_cast<uint64_t>(timeoutNs_));
+  Args a = makeArgs(in, out, count, rank_, worldSize_, peers_.data(), static_cast<int64_t>(halfBytes_),
+                    reinterpret_cast<Ctl*>(mine_ + kCtlOffset), abort_->device(),
+                    static_cast<uint64_t>(timeoutNs_));
+  setPlan(a, g);
+  fillTag(a, count, dtype, op, tag, capturing);
   const bool vec = (reinterpret_cast<uintptr_t>(in) % kVecBytes) == 0 &&
                    (reinterpret_cast<uintptr_t>(out) % kVecBytes) == 0;
   KernelFn fn = pickKernel(dtype, worldSize_, op, vec, g.oneShot);
   fn<<<g.blocks, kThreads, 0, stream>>>(a);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(std::string("IpcAllreduce launch (") + (g.oneShot ? "one-shot" : "two-shot") +
-                ", " + dtypeName(dtype) + " " + opName(op) + ", " + std::to_string(g.blocks) +
-                " blocks, count " + std::to_string(count) + ") on rank " +
-                std::to_string(rank_) + ": " + cudaGetErrorString(e));
-  flagBase_ += static_cast<uint64_t>(g.barriers);
-  ++calls_;
-  lastStream_ = stream;
-  haveLastStream_ = true;
+  afterLaunch(stream, capturing, tag.ordered, g.oneShot ? "one-shot" : "two-shot", dtype, op,
+              g.blocks, count);
 }
 
 }  // namespace rr

@@ -14,6 +14,15 @@
 // converted to float, divided by N for avg, rounded once to the element
 // type. That function does not depend on the algorithm, the grid or the
 // pointers' alignment, so every rank holds the same bits.
+//
+// The GPU ring (runRing, ring_kernels.cuh) uses the same mapped memory, flags
+// and call state: a chunked ring over peer memory for large messages and
+// for the dtypes the two kernels above do not take. Its fold order is ring
+// order (fixed per element), again the same bits on every rank.
+//
+// Every launch reads its flag values and call number from device memory, so
+// all three kernels can be captured in a CUDA graph and replayed; and every
+// launch's first barrier compares the call's fingerprint between ranks.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -21,13 +30,18 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/dtypes.h"
+#include "ipc/ipc_layout.h"
 #include "ipc/ipc_plan.h"
 
 namespace rr {
+namespace ipc {
+struct Args;
+}
 
 // Knobs for benchmarking. Every rank must set the same values (they decide
 // how elements are split between GPU blocks, and blocks pair up across ranks).
@@ -37,6 +51,48 @@ struct IpcTuning {
   size_t oneShotMaxBytes = 0;     // 0: 1 MiB / (N-1)
   size_t roundBytes = 32 << 20;   // two-shot bytes per round (also bounded by the buffer)
   int maxBlocks = 0;              // 0: the smallest SM count among the ranks
+  // gpu_ring
+  int ringChannels = 32;             // at most; also bounded by the SM count and kRingMaxChannels
+  size_t ringChunkBytes = 256 << 10; // bytes per staging slot (bounded by the ring region)
+  int ringSlots = 4;                 // slots per channel (>= 2): how far a sender may run ahead
+  int ringOrders = 1;                // 2: odd channels run the ring backwards (4+ GPUs)
+};
+
+// The fingerprint a launch carries in its first barrier: the communicator's
+// (host sequence number), or, when fromHost is false or the stream is being
+// captured, the call's shape numbered by the device-side call counter.
+struct IpcTag {
+  uint64_t value = 0;
+  bool fromHost = false;
+  int64_t root = 0;
+  Coll coll = Coll::kAllreduce;
+  // The caller (an engine) already orders each launch after the previous
+  // one; otherwise a launch on another stream than the last waits for it.
+  bool ordered = false;
+};
+
+// Pinned, device-mapped memory where the kernels say why they gave up. The
+// completions of device calls keep it alive and read it once the kernels
+// are done, so a mismatch raises on the rank that found it.
+class IpcAbortState {
+ public:
+  IpcAbortState();  // throws rr::Error when the pinned allocation fails
+  ~IpcAbortState();  // never throws
+  IpcAbortState(const IpcAbortState&) = delete;
+  IpcAbortState& operator=(const IpcAbortState&) = delete;
+  volatile ipc::AbortInfo* host() const { return host_; }
+  ipc::AbortInfo* device() const { return device_; }
+  int code() const noexcept { return host_ ? host_->code : ipc::kAbortNone; }
+  void abort() noexcept {
+    if (host_ && host_->code == ipc::kAbortNone) host_->code = ipc::kAbortHost;
+  }
+  // Throws MismatchError (with both fingerprints), TimeoutError or Error for
+  // a launch that gave up; returns when none did. `rank`: this rank.
+  void raiseIfFailed(int rank) const;
+
+ private:
+  volatile ipc::AbortInfo* host_ = nullptr;
+  ipc::AbortInfo* device_ = nullptr;
 };
 
 class IpcAllreduce {
@@ -63,12 +119,20 @@ class IpcAllreduce {
 
   // out = reduction over ranks of in (count elements), enqueued on `stream`;
   // in may equal out. Calls must be made in the same order with the same
-  // count/dtype/op on every rank. Not capturable in a CUDA graph (each call
-  // bakes a new flag epoch into the launch). Not thread-safe.
-  // `algo` (IpcTuning::Algo) forces one-shot or two-shot; kAuto follows the
-  // tuning. A forced one-shot that does not fit the buffer is an ArgumentError.
+  // count/dtype/op on every rank (the first barrier checks the fingerprint:
+  // a difference aborts every rank's kernels, and abortState() says why).
+  // Capturable in a CUDA graph; a graph's replays must be ordered after the
+  // calls before them, like any other call. Count 0 still meets the peers.
+  // Not thread-safe. `algo` (IpcTuning::Algo) forces one-shot or two-shot;
+  // kAuto follows the tuning. A forced one-shot that does not fit the buffer
+  // is an ArgumentError.
   void run(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
-           cudaStream_t stream, int algo = IpcTuning::kAuto);
+           cudaStream_t stream, int algo = IpcTuning::kAuto, const IpcTag& tag = IpcTag());
+  // The GPU ring over the same memory, with the same rules as run().
+  void runRing(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
+               cudaStream_t stream, const IpcTag& tag = IpcTag());
+  // True when the ring kernels take this dtype and op (and the path is on).
+  bool ringSupports(DType dtype, ReduceOp op) const;
   // True when a one-shot of `count` elements fits one half of the buffer.
   bool oneShotFits(int64_t count, DType dtype) const;
 
@@ -78,8 +142,11 @@ class IpcAllreduce {
   // Make kernels spinning on a peer give up (e.g. the communicator aborts).
   // The object is unusable afterwards.
   void abort() noexcept;
-  // A kernel timed out waiting for a peer, or abort() was called.
+  // A kernel timed out waiting for a peer, found a fingerprint mismatch, or
+  // abort() was called.
   bool failed() const noexcept;
+  // Null with one rank or when the path is off.
+  std::shared_ptr<IpcAbortState> abortState() const { return abort_; }
 
   void setTuning(const IpcTuning& t);
   const IpcTuning& tuning() const { return tuning_; }
@@ -99,11 +166,21 @@ class IpcAllreduce {
 
   static constexpr int kMaxRanks = 8;
   static constexpr int kMaxBlocks = 160;
+  // The ring's staging region of each rank, beside the two halves.
+  static constexpr size_t kRingBytes = size_t(32) << 20;
 
  private:
   IpcPlan plan(int64_t count, DType dtype, int algo) const;
   int64_t oneShotLimit() const;
   void releaseAll() noexcept;
+  // Shared by every launch: refuses a failed object, orders the launch after
+  // the previous one (eagerly; a captured launch is ordered by its graph),
+  // and returns whether `stream` is being captured.
+  bool beforeLaunch(cudaStream_t stream, bool ordered);
+  void afterLaunch(cudaStream_t stream, bool capturing, bool ordered, const char* kind,
+                   DType dtype, ReduceOp op, int blocks, int64_t count);
+  void fillTag(ipc::Args& a, int64_t count, DType dtype, ReduceOp op, const IpcTag& tag,
+               bool capturing) const;
 
   int rank_;
   int worldSize_;
@@ -117,12 +194,9 @@ class IpcAllreduce {
   bool enabled_ = false;
   std::string disabledReason_;
 
-  char* mine_ = nullptr;                      // flags, then half 0, then half 1
+  char* mine_ = nullptr;                      // control (ipc_layout.h), half 0, half 1, ring
   std::vector<char*> peers_;                  // [rank] == mine_
-  volatile int* abortHost_ = nullptr;         // pinned, mapped: host and kernels both see it
-  int* abortDevice_ = nullptr;
-  uint64_t flagBase_ = 0;                     // last flag value used by any barrier
-  uint64_t calls_ = 0;                        // launches so far; picks the half
+  std::shared_ptr<IpcAbortState> abort_;      // kernels and host both see it
   cudaStream_t lastStream_ = nullptr;
   bool haveLastStream_ = false;
   cudaEvent_t order_ = nullptr;               // orders a call after the previous on another stream

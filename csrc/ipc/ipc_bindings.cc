@@ -91,6 +91,24 @@ void bindIpc(py::module_& m) {
           py::arg("inp"), py::arg("out"), py::arg("count"), py::arg("dtype"), py::arg("op"),
           py::arg("stream") = 0, "Enqueue out = allreduce(inp); count in elements.")
       .def(
+          "run_ring",
+          [](IpcAllreduce& self, uintptr_t in, uintptr_t out, int64_t count, int dtype, int op,
+             uintptr_t stream) {
+            self.runRing(reinterpret_cast<const void*>(in), reinterpret_cast<void*>(out), count,
+                         toDType(dtype), toOp(op), reinterpret_cast<cudaStream_t>(stream));
+          },
+          py::arg("inp"), py::arg("out"), py::arg("count"), py::arg("dtype"), py::arg("op"),
+          py::arg("stream") = 0, "Enqueue out = allreduce(inp) with the GPU ring kernel.")
+      .def(
+          "ring_supports",
+          [](const IpcAllreduce& self, int dtype, int op) {
+            return self.ringSupports(toDType(dtype), toOp(op));
+          },
+          py::arg("dtype"), py::arg("op"))
+      .def("raise_if_failed", [](const IpcAllreduce& self) {
+        if (auto st = self.abortState()) st->raiseIfFailed(self.rank());
+      }, "Raise the error a kernel gave up with (mismatch, timeout, abort), if any.")
+      .def(
           "supports",
           [](const IpcAllreduce& self, int64_t count, int dtype, int op) {
             if (dtype < 0 || dtype >= kNumDTypes || op < 0 || op >= kNumOps) return false;
@@ -107,16 +125,25 @@ void bindIpc(py::module_& m) {
       .def(
           "set_tuning",
           [](IpcAllreduce& self, const std::string& algo, size_t oneShotMaxBytes,
-             size_t roundBytes, int maxBlocks) {
+             size_t roundBytes, int maxBlocks, int ringChannels, size_t ringChunkBytes,
+             int ringSlots, int ringOrders) {
             IpcTuning t;
             t.algo = toAlgo(algo);
             t.oneShotMaxBytes = oneShotMaxBytes;
             t.roundBytes = roundBytes;
             t.maxBlocks = maxBlocks;
+            t.ringChannels = ringChannels;
+            t.ringChunkBytes = ringChunkBytes;
+            t.ringSlots = ringSlots;
+            t.ringOrders = ringOrders;
             self.setTuning(t);
           },
           py::arg("algo") = "auto", py::arg("one_shot_max_bytes") = 0,
           py::arg("round_bytes") = IpcTuning().roundBytes, py::arg("max_blocks") = 0,
+          py::arg("ring_channels") = IpcTuning().ringChannels,
+          py::arg("ring_chunk_bytes") = IpcTuning().ringChunkBytes,
+          py::arg("ring_slots") = IpcTuning().ringSlots,
+          py::arg("ring_orders") = IpcTuning().ringOrders,
           "Every rank must pass the same values. Bytes; 0 means the default.")
       .def("abort", &IpcAllreduce::abort)
       .def_property_readonly("failed", &IpcAllreduce::failed)

@@ -29,7 +29,7 @@ struct IpcPlan {
 };
 
 struct IpcPlanInput {
-  int64_t count = 0;         // elements, > 0
+  int64_t count = 0;         // elements, >= 0
   int64_t elemBytes = 4;     // 2 or 4
   int nranks = 2;
   int64_t halfBytes = 0;     // bytes of one half of the data area
@@ -45,6 +45,12 @@ inline int64_t ipcRoundUp(int64_t a, int64_t b) { return ipcCeilDiv(a, b) * b; }
 
 inline IpcPlan planIpc(const IpcPlanInput& in) {
   IpcPlan g;
+  if (in.count <= 0) {
+    // Nothing moves, but the ranks still meet once: the hello barrier
+    // compares fingerprints, so a rank whose call differs learns it here.
+    g.perBlock = 0;
+    return g;
+  }
   const int64_t es = in.elemBytes;
   const int64_t pack = kIpcVecBytes / es;  // every split lands on a 16-byte boundary
   const int64_t n = in.nranks;

@@ -41,13 +41,11 @@ CudaReducer::CudaReducer(int device, cudaStream_t stream)
 CudaReducer::~CudaReducer() {
   // Never throws: errors here have nowhere to go. The workspace drains the
   // stream again before it frees its blocks.
-  int prev = -1;
-  cudaGetDevice(&prev);
-  cudaSetDevice(device_);
-  cudaStreamSynchronize(stream_);
-  if (flagDev_) cudaFree(flagDev_);
-  if (flagHost_) cudaFreeHost(flagHost_);
-  if (prev >= 0 && prev != device_) cudaSetDevice(prev);
+  DeviceGuard::noThrow(device_, [&] {
+    cudaStreamSynchronize(stream_);
+    if (flagDev_) cudaFree(flagDev_);
+    if (flagHost_) cudaFreeHost(flagHost_);
+  });
 }
 
 int CudaReducer::gridFor(int64_t threads) const {

@@ -11,16 +11,14 @@ NcclComm::NcclComm(ncclComm_t comm, int device, int rank)
 NcclComm::~NcclComm() {
   std::lock_guard<std::mutex> lk(mu_);
   if (aborted_ || comm_ == nullptr) return;
-  int prev = -1;
-  cudaGetDevice(&prev);
-  cudaSetDevice(device_);
-  ncclResult_t err = ncclSuccess;
-  ncclCommGetAsyncError(comm_, &err);
-  // A communicator with a failed peer may never finish destroying: abort it.
-  if (err != ncclSuccess && err != ncclInProgress) ncclCommAbort(comm_);
-  else ncclCommDestroy(comm_);
+  DeviceGuard::noThrow(device_, [&] {
+    ncclResult_t err = ncclSuccess;
+    ncclCommGetAsyncError(comm_, &err);
+    // A communicator with a failed peer may never finish destroying: abort it.
+    if (err != ncclSuccess && err != ncclInProgress) ncclCommAbort(comm_);
+    else ncclCommDestroy(comm_);
+  });
   comm_ = nullptr;
-  if (prev >= 0 && prev != device_) cudaSetDevice(prev);
 }
 
 ncclComm_t NcclComm::get() const {
@@ -54,32 +52,21 @@ ncclResult_t NcclComm::asyncError() const noexcept {
 
 NcclTransport::NcclTransport(std::shared_ptr<NcclComm> comm, int size, cudaStream_t reduceStream,
                              cudaStream_t commStream)
-    : comm_(std::move(comm)), size_(size), reduce_(reduceStream), commStream_(commStream) {
+    : comm_(std::move(comm)),
+      size_(size),
+      reduce_(reduceStream),
+      commStream_(commStream),
+      events_(comm_->device()) {
   DeviceGuard g(comm_->device());
   RR_CUDA_CHECK(cudaEventCreateWithFlags(&reduceDone_, cudaEventDisableTiming));
 }
 
 NcclTransport::~NcclTransport() {
-  int prev = -1;
-  cudaGetDevice(&prev);
-  cudaSetDevice(comm_->device());
   // Events may be destroyed while recorded work is pending: the runtime
-  // releases them once it completes.
-  if (reduceDone_) cudaEventDestroy(reduceDone_);
-  for (cudaEvent_t e : all_) cudaEventDestroy(e);
-  if (prev >= 0 && prev != comm_->device()) cudaSetDevice(prev);
-}
-
-cudaEvent_t NcclTransport::takeEvent() {
-  if (!spare_.empty()) {
-    cudaEvent_t e = spare_.back();
-    spare_.pop_back();
-    return e;
-  }
-  cudaEvent_t e;
-  RR_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  all_.push_back(e);
-  return e;
+  // releases them once it completes (the pool's go with it).
+  DeviceGuard::noThrow(comm_->device(), [&] {
+    if (reduceDone_) cudaEventDestroy(reduceDone_);
+  });
 }
 
 Transport::ExchangeId NcclTransport::start(const Xfer* sends, int numSends, const Xfer* recvs,
@@ -105,7 +92,7 @@ Transport::ExchangeId NcclTransport::start(const Xfer* sends, int numSends, cons
     }
     RR_NCCL_CHECK(ncclGroupEnd());
   }
-  cudaEvent_t done = takeEvent();
+  cudaEvent_t done = events_.take();
   RR_CUDA_CHECK(cudaEventRecord(done, commStream_));
   inFlight_.emplace_back(nextId_, done);
   return nextId_++;
@@ -137,15 +124,15 @@ void NcclTransport::wait(ExchangeId id) {
       inFlight_.erase(it);
       break;
     }
-  spare_.push_back(done);
+  events_.give(done);
 }
 
 void NcclTransport::join() {
   DeviceGuard g(comm_->device());
-  cudaEvent_t e = takeEvent();
+  cudaEvent_t e = events_.take();
   RR_CUDA_CHECK(cudaEventRecord(e, commStream_));
   RR_CUDA_CHECK(cudaStreamWaitEvent(reduce_, e, 0));
-  spare_.push_back(e);
+  events_.give(e);
 }
 
 }  // namespace rr

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "common/event_pool.h"
 #include "transport/transport.h"
 
 namespace rr {
@@ -75,7 +76,6 @@ class NcclTransport : public Transport {
   void join();
 
  private:
-  cudaEvent_t takeEvent();
   cudaEvent_t eventOf(ExchangeId id);
 
   std::shared_ptr<NcclComm> comm_;
@@ -84,8 +84,7 @@ class NcclTransport : public Transport {
   cudaEvent_t reduceDone_ = nullptr;  // re-recorded by every start()
   ExchangeId nextId_ = 1;
   std::deque<std::pair<ExchangeId, cudaEvent_t>> inFlight_;  // started, not yet waited
-  std::vector<cudaEvent_t> spare_;
-  std::vector<cudaEvent_t> all_;
+  EventPool events_;
 };
 
 }  // namespace rr

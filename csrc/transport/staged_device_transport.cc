@@ -19,9 +19,14 @@ constexpr auto kHookPeriod = std::chrono::milliseconds(5);
 
 StagedDeviceTransport::StagedDeviceTransport(Transport& host, int device, bool staged,
                                              cudaStream_t reduceStream, cudaStream_t copyStream)
-    : host_(host), device_(device), staged_(staged), reduce_(reduceStream), copy_(copyStream) {
+    : host_(host),
+      device_(device),
+      staged_(staged),
+      reduce_(reduceStream),
+      copy_(copyStream),
+      events_(device) {
   DeviceGuard g(device_);
-  RR_CUDA_CHECK(cudaEventCreateWithFlags(&copyDone_, cudaEventDisableTiming));
+  copyDone_ = events_.take();
 }
 
 StagedDeviceTransport::~StagedDeviceTransport() {
@@ -29,25 +34,9 @@ StagedDeviceTransport::~StagedDeviceTransport() {
     // Pinned slots may still feed copies: let both streams drain first.
     cudaStreamSynchronize(copy_);
     cudaStreamSynchronize(reduce_);
-    for (Slot& s : slots_) {
+    for (Slot& s : slots_)
       if (s.host) cudaFreeHost(s.host);
-      if (s.drained) cudaEventDestroy(s.drained);
-    }
-    for (cudaEvent_t e : allEvents_) cudaEventDestroy(e);
-    cudaEventDestroy(copyDone_);
   });
-}
-
-cudaEvent_t StagedDeviceTransport::takeEvent() {
-  if (!spareEvents_.empty()) {
-    cudaEvent_t e = spareEvents_.back();
-    spareEvents_.pop_back();
-    return e;
-  }
-  cudaEvent_t e;
-  RR_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  allEvents_.push_back(e);
-  return e;
 }
 
 int StagedDeviceTransport::acquireSlot(size_t bytes) {
@@ -72,7 +61,7 @@ int StagedDeviceTransport::acquireSlot(size_t bytes) {
   if (pick < 0) {
     slots_.emplace_back();
     pick = static_cast<int>(slots_.size() - 1);
-    RR_CUDA_CHECK(cudaEventCreateWithFlags(&slots_[pick].drained, cudaEventDisableTiming));
+    slots_[pick].drained = events_.take();
   }
   Slot& s = slots_[pick];
   RR_CUDA_CHECK(cudaEventSynchronize(s.drained));
@@ -98,7 +87,7 @@ Transport::ExchangeId StagedDeviceTransport::start(const Xfer* sends, int numSen
   x.recvs.assign(recvs, recvs + numRecvs);
   x.tag = tag_;
   x.channel = channel_;
-  x.ready = takeEvent();
+  x.ready = events_.take();
   // What was issued on the reduction stream so far produces the bytes to
   // send and still reads the buffers the receives will fill.
   RR_CUDA_CHECK(cudaEventRecord(x.ready, reduce_));
@@ -158,7 +147,7 @@ StagedDeviceTransport::Exchange& StagedDeviceTransport::find(ExchangeId id) {
 
 // The host side is through: hand the received bytes to the device.
 void StagedDeviceTransport::complete(Exchange& x) {
-  spareEvents_.push_back(x.ready);
+  events_.give(x.ready);
   if (staged_) {
     Slot& s = slots_[x.slot];
     char* p = s.host;

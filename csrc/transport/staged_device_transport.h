@@ -14,6 +14,7 @@
 #include <deque>
 #include <vector>
 
+#include "common/event_pool.h"
 #include "transport/transport.h"
 
 namespace rr {
@@ -67,7 +68,6 @@ class StagedDeviceTransport : public Transport {
   void complete(Exchange& x);
   Exchange& find(ExchangeId id);
   int acquireSlot(size_t bytes);
-  cudaEvent_t takeEvent();
   static size_t area(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
   Transport& host_;
@@ -78,7 +78,7 @@ class StagedDeviceTransport : public Transport {
   ExchangeId nextId_ = 1;
   std::deque<Exchange> pending_;
   std::vector<Slot> slots_;
-  std::vector<cudaEvent_t> spareEvents_, allEvents_;
+  EventPool events_;  // slots' `drained` too: taken for good, destroyed with the pool
   cudaEvent_t copyDone_ = nullptr;
 };
 

@@ -1,21 +1,34 @@
-// CPU emulator for the IPC all-reduce kernels (csrc/ipc/ipc_kernels.cuh).
+// CPU emulator for the CUDA-IPC kernels: one-shot and two-shot
+// (csrc/ipc/ipc_kernels.cuh) and the GPU ring (csrc/ipc/ring_kernels.cuh),
+// with the flag protocol, the device-side call state and the fingerprint
+// check they share (csrc/ipc/ipc_device.cuh).
 //
 // Every CUDA thread of every block of every rank is a coroutine on one OS
 // thread; a seeded random scheduler switches between them at __syncthreads,
 // at every flag poll and at random data loads. Each rank has its own queue of
 // launches (its stream): a rank starts its next call as soon as its previous
 // kernel finished, whatever its peers are doing, exactly the freedom a GPU
-// has. The emulator runs the real kernel code with the real plan
-// (ipc_plan.h) and argument layout (makeArgs), then checks every output
-// bitwise against a host fold in rank order and checks that ranks agree.
+// has. The emulator runs the real kernel code with the real plans (ipc_plan.h,
+// ring_plan.h) and argument packing, then checks every output bitwise
+// against a host fold in the documented order (rank order for one-/two-shot,
+// ring order for the ring) and checks that ranks agree.
 //
-// What it catches: wrong offsets, tiles that overlap or leave gaps, flag
-// values that do not line up (deadlock), a buffer reused while a peer still
-// needs it (wrong bits under some interleaving). What it cannot catch:
-// weak-memory reordering (the emulation is sequentially consistent) and
-// timing; those need the GPU test (tests/gpu/ipc_worker.py).
+// The calls of one world mix all three kernels back to back, in and out of
+// place, aligned and not, with host-numbered fingerprints (eager calls) and
+// device-numbered ones (a "graph": the same launch queued several times, its
+// flag values and half coming from the device alone). Then worlds that end
+// in a mismatch (different counts, hence different block counts, or
+// different kernels) must end on every rank with the mismatch code and no
+// deadlock.
 //
-// Usage: ipc_emulator [seed] [cases]   (exit 0 = all passed)
+// What it catches: wrong offsets, tiles or segments that overlap or leave
+// gaps, flag values that do not line up (deadlock), a buffer or slot reused
+// while a peer still needs it (wrong bits under some interleaving), a replay
+// that reuses a flag value, a mismatch that leaves a block waiting. What it
+// cannot catch: weak-memory reordering (the emulation is sequentially
+// consistent) and timing; those need the GPU tests (tests/gpu/).
+//
+// Usage: ipc_emulator [seed] [calls]   (exit 0 = all passed)
 #define RR_IPC_EMULATE 1
 #define RR_IPC_THREADS 32
 
@@ -47,7 +60,7 @@ struct Block;
 struct Fiber {
   ucontext_t ctx;
   std::vector<char> stack;
-  Dim3 tid, bid;
+  Dim3 tid, bid, grid;
   Block* block = nullptr;
   bool done = false;
   std::function<void()> body;
@@ -57,6 +70,7 @@ struct Block {
   int threads = 0;
   int arrived = 0;
   uint64_t generation = 0;
+  alignas(16) unsigned char shared[256];  // the block's __shared__ state
 };
 
 ucontext_t schedulerCtx;
@@ -99,20 +113,35 @@ void trampoline(unsigned lo, unsigned hi) {
 // The CUDA built-ins the kernels use, on top of the emulator.
 #undef __global__
 #define __global__
-#undef __shared__
-#define __shared__ static  // one copy for everything; only the never-set fail flag uses it
 #undef __launch_bounds__
 #define __launch_bounds__(x)
 #undef __grid_constant__
 #define __grid_constant__
 #define threadIdx (emu::current->tid)
 #define blockIdx (emu::current->bid)
+#define gridDim (emu::current->grid)
 #define __syncthreads() emu::syncthreads()
 inline void __threadfence_system() {}
+inline void __threadfence() {}
 template <class T>
 T __ldcg(const T* p) {
   emu::maybeYield();
   return *p;
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+inline unsigned atomicCAS(unsigned* p, unsigned expect, unsigned v) {
+  const unsigned old = *p;
+  if (old == expect) *p = v;
+  return old;
+}
+template <class T>
+T* emuBlockState() {
+  static_assert(sizeof(T) <= sizeof(emu::Block::shared), "block state fits");
+  return reinterpret_cast<T*>(emu::current->block->shared);
 }
 
 namespace rr {
@@ -131,13 +160,18 @@ inline uint64_t loadRelaxed(const uint64_t* p) {
   }
   return *p;
 }
-inline void fenceAcqRel() {}
+// Widens the windows between seeing a flag and acting on it, where a peer
+// that ran ahead could overwrite what is about to be read.
+inline void fenceAcqRel() {
+  if ((emu::rng() & 3) == 0)
+    for (unsigned i = emu::rng() % 24; i > 0; --i) emu::yield();
+}
 inline uint64_t globalTimer() { return 0; }
 }  // namespace ipc
 }  // namespace rr
 
 #include "ipc/ipc_kernels.cuh"
-#include "ipc/ipc_plan.h"
+#include "ipc/ring_kernels.cuh"
 
 using namespace rr;
 using namespace rr::ipc;
@@ -178,6 +212,7 @@ void runAll(std::vector<std::deque<Launch>>& queues) {
           auto f = std::make_unique<emu::Fiber>();
           f->tid.x = t;
           f->bid.x = b;
+          f->grid.x = L->blocks;
           f->block = blk;
           f->stack.resize(128 << 10);
           f->body = [L] { L->fn(L->args); };
@@ -202,106 +237,165 @@ void runAll(std::vector<std::deque<Launch>>& queues) {
   }
 }
 
-float up(int dtype, const void* p, int64_t i) {
-  if (dtype == 2) return static_cast<const float*>(p)[i];
-  const unsigned short u = static_cast<const unsigned short*>(p)[i];
-  return __bfloat162float(__ushort_as_bfloat16(u));
-}
-
-template <class Op>
-KernelFn pickOp(int dtype, bool avg, bool oneShot, bool vec, int nranks) {
-#define RR_EMU_PICK(Tr, K)                                                                 \
-  if (nranks <= 2) return oneShot ? oneShotKernel<Tr, Op, false, K, 2> : twoShotKernel<Tr, Op, false, K, 2>; \
-  if (nranks <= 4) return oneShot ? oneShotKernel<Tr, Op, false, K, 4> : twoShotKernel<Tr, Op, false, K, 4>; \
-  return oneShot ? oneShotKernel<Tr, Op, false, K, 8> : twoShotKernel<Tr, Op, false, K, 8>;
-  if (avg) {
-    if (dtype == 2) return oneShot ? oneShotKernel<F32, OpSum, true, 4, 4> : twoShotKernel<F32, OpSum, true, 4, 4>;
-    return oneShot ? oneShotKernel<BF16, OpSum, true, 1, 8> : twoShotKernel<BF16, OpSum, true, 1, 8>;
-  }
-  if (dtype == 2) {
-    if (vec) { RR_EMU_PICK(F32, 4) }
-    RR_EMU_PICK(F32, 1)
-  }
-  if (vec) { RR_EMU_PICK(BF16, 8) }
-  RR_EMU_PICK(BF16, 1)
-#undef RR_EMU_PICK
-}
-
+enum Kind : int { kOneShot = 1, kTwoShot = 2, kRing = 3 };
+// DType codes: 2 float32, 1 bfloat16, 6 int32, 4 int8; ops: 0 sum, 1 prod, 3 max, 4 avg, 5 band.
 struct Case {
-  int nranks;
+  int kind;
+  int dtype;
+  int op;
   int64_t count;
-  int dtype;     // 2 = float32, 1 = bfloat16 (DType codes)
-  int op;        // 0 sum, 3 max, 4 avg
-  int algo;      // 0 auto, 1 one-shot, 2 two-shot
-  int maxBlocks;
   bool inPlace;
   bool misaligned;  // rank 1's pointers start one element past a 16-byte boundary
+  int replays;      // > 1: a "graph": the same launch queued again, numbered on the device
+  int maxBlocks;
+  RingPlanInput ring;
 };
 
 std::string describe(const Case& c) {
-  char buf[200];
-  std::snprintf(buf, sizeof(buf), "N=%d count=%lld dtype=%d op=%d algo=%d blocks<=%d inplace=%d misaligned=%d",
-                c.nranks, (long long)c.count, c.dtype, c.op, c.algo, c.maxBlocks, c.inPlace,
-                c.misaligned);
+  char buf[240];
+  std::snprintf(buf, sizeof(buf),
+                "kind=%d count=%lld dtype=%d op=%d blocks<=%d inplace=%d misaligned=%d replays=%d "
+                "ring(ch<=%d chunk=%lld slots=%d orders=%d)",
+                c.kind, (long long)c.count, c.dtype, c.op, c.maxBlocks, c.inPlace, c.misaligned,
+                c.replays, c.ring.maxChannels, (long long)c.ring.chunkBytes, c.ring.slots,
+                c.ring.orders);
   return buf;
 }
 
-}  // namespace
+int64_t elemBytes(int dtype) { return dtype == 2 || dtype == 6 ? 4 : dtype == 1 ? 2 : 1; }
 
-int main(int argc, char** argv) {
-  const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1;
-  const int nCases = argc > 2 ? std::atoi(argv[2]) : 40;
-  emu::rng.seed(seed);
-  std::mt19937_64 gen(seed * 7919 + 1);
-
-  // Small halves force many two-shot rounds with few elements.
-  const size_t halfBytes = 4096;
-  const int maxN = 4;
-  std::vector<std::vector<char>> mem(maxN);
-  std::vector<char*> bases(maxN);
-  for (int q = 0; q < maxN; ++q) {
-    mem[q].assign(kFlagsBytes + 2 * halfBytes + 64, 0);
-    bases[q] = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mem[q].data()) + 63) & ~uintptr_t(63));
-  }
-  volatile int abortFlag = 0;
-
-  // All cases run back to back per rank, like calls on one stream, so calls
-  // of different shapes overlap across ranks. Flags persist, as on the GPU.
-  int failures = 0;
-  for (int nranks = 2; nranks <= maxN; ++nranks) {
-    std::memset(bases[0], 0, 0);
-    for (int q = 0; q < maxN; ++q) std::memset(bases[q], 0, kFlagsBytes);
-    uint64_t flagBase = 0, calls = 0;
-    std::vector<Case> cases;
-    const int64_t counts[] = {1, 2, 3, 5, 8, 17, 31, 64, 100, 257, 1000, 1500, 3001};
-    for (int i = 0; i < nCases; ++i) {
-      Case c;
-      c.nranks = nranks;
-      c.count = counts[gen() % (sizeof(counts) / sizeof(counts[0]))];
-      c.dtype = (gen() & 1) ? 2 : 1;
-      const int ops[] = {0, 3, 4};
-      c.op = ops[gen() % 3];
-      c.algo = int(gen() % 3);
-      c.maxBlocks = 1 + int(gen() % 3);
-      c.inPlace = gen() & 1;
-      c.misaligned = (gen() % 4) == 0;
-      cases.push_back(c);
+// Calls f(Tr{}, Op{}, std::integral_constant<bool, avg>) for the case's dtype and op.
+template <class F>
+void withTypes(int dtype, int op, F&& f) {
+  auto ops = [&](auto tr) {
+    using Tr = decltype(tr);
+    switch (op) {
+      case 0: f(tr, IpcSum{}, std::false_type{}); break;
+      case 1: f(tr, IpcProd{}, std::false_type{}); break;
+      case 3: f(tr, IpcMax{}, std::false_type{}); break;
+      case 4: f(tr, IpcSum{}, std::true_type{}); break;
+      default:
+        if constexpr (std::is_integral<typename Tr::A>::value) f(tr, IpcBand{}, std::false_type{});
+        break;
     }
-    struct Data {
-      std::vector<std::vector<char>> in, out;  // per rank, with slack for misalignment
-      std::vector<char*> inPtr, outPtr;
-    };
-    std::vector<Data> data(cases.size());
-    std::vector<std::deque<Launch>> queues(nranks);
-    for (size_t i = 0; i < cases.size(); ++i) {
-      const Case& c = cases[i];
-      const int64_t es = c.dtype == 2 ? 4 : 2;
-      const bool avg = c.op == 4;
-      Data& d = data[i];
-      d.in.resize(nranks);
-      d.out.resize(nranks);
-      d.inPtr.resize(nranks);
-      d.outPtr.resize(nranks);
+  };
+  switch (dtype) {
+    case 2: ops(F32{}); break;
+    case 1: ops(BF16{}); break;
+    case 6: ops(I32{}); break;
+    default: ops(I8{}); break;
+  }
+}
+
+// `kind`: the kernel the plan chose (a one-shot that does not fit runs two-shot).
+KernelFn pick(const Case& c, int kind, int nranks, bool vec) {
+  KernelFn fn = nullptr;
+  withTypes(c.dtype, c.op, [&](auto tr, auto op, auto avg) {
+    using Tr = decltype(tr);
+    using Op = decltype(op);
+    constexpr bool kAvg = decltype(avg)::value;
+    constexpr int KV = 16 / int(sizeof(typename Tr::S));
+    if (kind == kKernelRing) {
+      fn = vec ? ringKernel<Tr, Op, kAvg, KV> : ringKernel<Tr, Op, kAvg, 1>;
+      return;
+    }
+    const bool one = kind == kKernelOneShot;
+    if (!vec) {
+      fn = one ? oneShotKernel<Tr, Op, kAvg, 1, 8> : twoShotKernel<Tr, Op, kAvg, 1, 8>;
+    } else if (nranks <= 2) {
+      fn = one ? oneShotKernel<Tr, Op, kAvg, KV, 2> : twoShotKernel<Tr, Op, kAvg, KV, 2>;
+    } else {
+      fn = one ? oneShotKernel<Tr, Op, kAvg, KV, 4> : twoShotKernel<Tr, Op, kAvg, KV, 4>;
+    }
+  });
+  return fn;
+}
+
+// The documented results. One-/two-shot: fold in rank order in A, avg
+// divides, round once. Ring: per element, fold from the ring position that
+// owns its segment, rounding to S at every hop, avg dividing at the last.
+std::vector<char> expected(const Case& c, int nranks, const std::vector<char*>& in) {
+  const int64_t es = elemBytes(c.dtype);
+  std::vector<char> out(c.count * es);
+  withTypes(c.dtype, c.op, [&](auto tr, auto op, auto avg) {
+    using Tr = decltype(tr);
+    using Op = decltype(op);
+    using S = typename Tr::S;
+    using A = typename Tr::A;
+    constexpr bool kAvg = decltype(avg)::value;
+    auto x = [&](int r, int64_t i) { return reinterpret_cast<const S*>(in[r])[i]; };
+    S* o = reinterpret_cast<S*>(out.data());
+    if (c.kind != kRing) {
+      for (int64_t i = 0; i < c.count; ++i) {
+        A acc = Tr::up(x(0, i));
+        for (int q = 1; q < nranks; ++q) acc = Op::f(acc, Tr::up(x(q, i)));
+        if (kAvg) acc = acc / A(nranks);
+        o[i] = Tr::down(acc);
+      }
+      return;
+    }
+    RingPlanInput pin = c.ring;
+    pin.count = c.count;
+    pin.elemBytes = es;
+    pin.nranks = nranks;
+    const RingPlan g = planRing(pin);
+    const int64_t pack = 16 / es;
+    for (int ch = 0; ch < g.channels; ++ch) {
+      const int order = ringOrderOf(g.orders, ch);
+      const int64_t lo = int64_t(ch) * g.chanElems;
+      const int64_t m = ringChannelElems(g.chanElems, c.count, ch);
+      for (int64_t k = 0; k < ringRounds(g.chunkElems, m, nranks); ++k) {
+        const RingRound rd = ringRound(g.chunkElems, m, nranks, k, pack);
+        for (int seg = 0; seg < nranks; ++seg) {
+          const int64_t sLo = seg * rd.segElems;
+          const int64_t sHi = std::min(rd.n, sLo + rd.segElems);
+          for (int64_t j = sLo; j < sHi; ++j) {
+            const int64_t i = lo + rd.base + j;
+            S acc = x(ringRankAt(seg, order, nranks), i);
+            for (int h = 1; h < nranks; ++h) {
+              A v = Op::f(Tr::up(acc), Tr::up(x(ringRankAt(seg + h, order, nranks), i)));
+              if (kAvg && h == nranks - 1) v = v / A(nranks);
+              acc = Tr::down(v);
+            }
+            o[i] = acc;
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// One world: N ranks' memory (flags, call state, halves, ring region).
+struct World {
+  int nranks;
+  int64_t halfBytes, ringBytes;
+  std::vector<std::vector<char>> mem;
+  std::vector<char*> bases;
+  std::vector<AbortInfo> info;
+  World(int n, int64_t half, int64_t ring) : nranks(n), halfBytes(half), ringBytes(ring) {
+    mem.resize(n);
+    bases.resize(n);
+    info.assign(n, AbortInfo{});
+    for (int q = 0; q < n; ++q) {
+      mem[q].assign(kControlBytes + 2 * half + ring + 64, 0);
+      bases[q] = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(mem[q].data()) + 63) & ~uintptr_t(63));
+    }
+  }
+  Args args(int r, const Case& c, char* in, char* out, int* blocks) {
+    Args a = makeArgs(in, out, c.count, r, nranks, bases.data(), halfBytes,
+                      reinterpret_cast<Ctl*>(bases[r] + kCtlOffset), &info[r], ~uint64_t(0));
+    const int64_t es = elemBytes(c.dtype);
+    if (c.kind == kRing) {
+      RingPlanInput pin = c.ring;
+      pin.count = c.count;
+      pin.elemBytes = es;
+      pin.nranks = nranks;
+      pin.stagingBytes = ringBytes;
+      const RingPlan g = planRing(pin);
+      setRingPlan(a, g, int64_t(kControlBytes) + 2 * halfBytes);
+      *blocks = g.channels;
+    } else {
       IpcPlanInput pin;
       pin.count = c.count;
       pin.elemBytes = es;
@@ -309,71 +403,202 @@ int main(int argc, char** argv) {
       pin.halfBytes = halfBytes;
       pin.maxBlocks = c.maxBlocks;
       pin.threads = kThreads;
-      pin.algo = c.algo;
+      pin.algo = c.kind;
       pin.oneShotMaxBytes = 512;
       pin.roundBytes = 1 << 20;
       const IpcPlan g = planIpc(pin);
-      for (int r = 0; r < nranks; ++r) {
-        const bool mis = c.misaligned && r == 1;
-        d.in[r].assign(c.count * es + 64, 0);
-        d.out[r].assign(c.count * es + 64, 0);
-        char* ib = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(d.in[r].data()) + 15) & ~uintptr_t(15));
-        char* ob = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(d.out[r].data()) + 15) & ~uintptr_t(15));
-        d.inPtr[r] = ib + (mis ? es : 0);
-        d.outPtr[r] = c.inPlace ? d.inPtr[r] : ob + (mis ? es : 0);
-        std::uniform_real_distribution<float> u(-4.f, 4.f);
-        for (int64_t k = 0; k < c.count; ++k) {
-          const float x = u(gen);
-          if (es == 4) reinterpret_cast<float*>(d.inPtr[r])[k] = x;
-          else reinterpret_cast<unsigned short*>(d.inPtr[r])[k] = __bfloat16_as_ushort(__float2bfloat16_rn(x));
-        }
-        const bool vec = reinterpret_cast<uintptr_t>(d.inPtr[r]) % 16 == 0 &&
-                         reinterpret_cast<uintptr_t>(d.outPtr[r]) % 16 == 0;
-        KernelFn fn = c.op == 3 ? pickOp<OpMax>(c.dtype, false, g.oneShot, vec, nranks)
-                                : pickOp<OpSum>(c.dtype, avg, g.oneShot, vec, nranks);
-        Launch L;
-        L.fn = fn;
-        L.blocks = g.blocks;
-        L.args = makeArgs(g, d.inPtr[r], d.outPtr[r], c.count, r, nranks, flagBase, bases.data(),
-                          halfBytes, calls, &abortFlag, ~uint64_t(0));
-        queues[r].push_back(L);
-      }
-      flagBase += g.barriers;
-      ++calls;
+      setPlan(a, g);
+      *blocks = g.blocks;
     }
-    // Expected values before the run: in-place calls overwrite the inputs.
-    std::vector<std::vector<float>> expect(cases.size());
-    for (size_t i = 0; i < cases.size(); ++i) {
-      const Case& c = cases[i];
-      for (int64_t k = 0; k < c.count; ++k) {
-        float acc = up(c.dtype, data[i].inPtr[0], k);
-        for (int q = 1; q < nranks; ++q) {
-          const float x = up(c.dtype, data[i].inPtr[q], k);
-          acc = c.op == 3 ? (acc < x ? x : acc) : acc + x;
-        }
-        if (c.op == 4) acc = acc / float(nranks);
-        if (c.dtype == 1) acc = __bfloat162float(__float2bfloat16_rn(acc));
-        expect[i].push_back(acc);
-      }
-    }
-    runAll(queues);
-    for (size_t i = 0; i < cases.size(); ++i) {
-      const Case& c = cases[i];
-      int bad = 0;
-      for (int r = 0; r < nranks && bad < 3; ++r) {
-        for (int64_t k = 0; k < c.count && bad < 3; ++k) {
-          const float got = up(c.dtype, data[i].outPtr[r], k);
-          if (std::memcmp(&got, &expect[i][k], 4) != 0) {
-            std::printf("FAIL %s: rank %d element %lld = %.9g, expected %.9g\n",
-                        describe(c).c_str(), r, (long long)k, got, expect[i][k]);
-            ++bad;
-          }
-        }
-      }
-      failures += bad != 0;
-    }
-    std::printf("N=%d: %zu calls checked\n", nranks, cases.size());
+    return a;
   }
-  std::printf(failures ? "EMULATOR FAILED (%d calls)\n" : "EMULATOR OK\n", failures);
+};
+
+Case randomCase(std::mt19937_64& gen, int nranks) {
+  static const int64_t counts[] = {0, 1, 2, 3, 5, 8, 17, 31, 64, 100, 257, 1000, 1500, 3001};
+  Case c{};
+  c.count = counts[gen() % (sizeof(counts) / sizeof(counts[0]))];
+  if (c.count < nranks && (gen() & 1)) c.count = nranks - 1;
+  c.kind = 1 + int(gen() % 3);
+  const int floats[] = {2, 1}, ints[] = {6, 4};
+  const bool integer = c.kind == kRing && (gen() % 3) == 0;
+  c.dtype = integer ? ints[gen() & 1] : floats[gen() & 1];
+  const int ops[] = {0, 3, 4, 1, 5};
+  c.op = ops[gen() % (integer ? 5 : 4)];
+  c.inPlace = gen() & 1;
+  c.misaligned = (gen() % 4) == 0 && elemBytes(c.dtype) > 1;
+  c.replays = (gen() % 4) == 0 ? 2 + int(gen() % 2) : 1;
+  if (c.replays > 1) c.inPlace = false;  // each replay then has the same expected result
+  c.maxBlocks = 1 + int(gen() % 3);
+  c.ring.maxChannels = 1 + int(gen() % 3);
+  c.ring.chunkBytes = int64_t(16) << (gen() % 4);  // 16 .. 128 bytes: many rounds and slots
+  c.ring.slots = 2 + int(gen() % 3);
+  c.ring.minChannelBytes = 64;
+  c.ring.orders = 1 + int(gen() & 1);
+  return c;
+}
+
+struct Buffers {
+  std::vector<std::vector<char>> in, out;
+  std::vector<char*> inPtr, outPtr;
+};
+
+void fill(std::mt19937_64& gen, const Case& c, char* p) {
+  std::uniform_real_distribution<float> u(c.op == 1 ? 0.5f : -4.f, c.op == 1 ? 1.5f : 4.f);
+  for (int64_t k = 0; k < c.count; ++k) {
+    const float x = u(gen);
+    switch (c.dtype) {
+      case 2: reinterpret_cast<float*>(p)[k] = x; break;
+      case 1: reinterpret_cast<unsigned short*>(p)[k] = __bfloat16_as_ushort(__float2bfloat16_rn(x)); break;
+      case 6: reinterpret_cast<int32_t*>(p)[k] = int32_t(gen() % 201) - 100; break;
+      default: reinterpret_cast<int8_t*>(p)[k] = int8_t(int(gen() % 21) - 10); break;
+    }
+  }
+}
+
+Buffers buffers(std::mt19937_64& gen, const Case& c, int nranks) {
+  Buffers d;
+  const int64_t es = elemBytes(c.dtype);
+  d.in.resize(nranks);
+  d.out.resize(nranks);
+  for (int r = 0; r < nranks; ++r) {
+    const bool mis = c.misaligned && r == 1;
+    d.in[r].assign(c.count * es + 64, 0);
+    d.out[r].assign(c.count * es + 64, 0x5a);  // poisoned: an unwritten element shows
+    char* ib = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(d.in[r].data()) + 15) & ~uintptr_t(15));
+    char* ob = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(d.out[r].data()) + 15) & ~uintptr_t(15));
+    d.inPtr.push_back(ib + (mis ? es : 0));
+    d.outPtr.push_back(c.inPlace ? d.inPtr[r] : ob + (mis ? es : 0));
+    fill(gen, c, d.inPtr[r]);
+  }
+  return d;
+}
+
+void queueCase(World& w, const Case& c, Buffers& d, uint64_t hostSeq,
+               std::vector<std::deque<Launch>>& queues) {
+  for (int r = 0; r < w.nranks; ++r) {
+    Launch L;
+    L.args = w.args(r, c, d.inPtr[r], d.outPtr[r], &L.blocks);
+    const bool vec = reinterpret_cast<uintptr_t>(d.inPtr[r]) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(d.outPtr[r]) % 16 == 0;
+    L.fn = pick(c, L.args.kind, w.nranks, vec);
+    Fingerprint shape;
+    shape.dtype = static_cast<DType>(c.dtype);
+    shape.op = static_cast<ReduceOp>(c.op);
+    shape.count = c.count;
+    Fingerprint host = shape;
+    host.seq = hostSeq;
+    setTag(L.args, shape, fp::pack(host), c.replays > 1);
+    for (int k = 0; k < c.replays; ++k) queues[r].push_back(L);
+  }
+}
+
+// Back-to-back calls of every kind on one world; every output checked.
+int runWorld(uint64_t seed, int nranks, int nCalls) {
+  std::mt19937_64 gen(seed * 7919 + nranks);
+  World w(nranks, 4096, 8192);
+  std::vector<Case> cases;
+  std::vector<Buffers> data;
+  std::vector<std::vector<char>> expect;
+  std::vector<std::deque<Launch>> queues(nranks);
+  for (int i = 0; i < nCalls; ++i) {
+    cases.push_back(randomCase(gen, nranks));
+    data.push_back(buffers(gen, cases.back(), nranks));
+    // Expected values before the run: in-place calls overwrite the inputs.
+    expect.push_back(expected(cases.back(), nranks, data.back().inPtr));
+    queueCase(w, cases.back(), data.back(), i, queues);
+  }
+  runAll(queues);
+  int failures = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const int64_t es = elemBytes(c.dtype);
+    int bad = 0;
+    for (int r = 0; r < nranks && bad < 3; ++r) {
+      for (int64_t k = 0; k < c.count && bad < 3; ++k) {
+        if (std::memcmp(data[i].outPtr[r] + k * es, expect[i].data() + k * es, es) != 0) {
+          std::printf("FAIL N=%d %s: rank %d element %lld differs from the documented fold\n",
+                      nranks, describe(c).c_str(), r, (long long)k);
+          ++bad;
+        }
+      }
+    }
+    failures += bad != 0;
+  }
+  for (int r = 0; r < nranks; ++r)
+    if (w.info[r].code != kAbortNone) {
+      std::printf("FAIL N=%d: rank %d gave up (code %d) in a run without faults\n", nranks, r,
+                  w.info[r].code);
+      ++failures;
+    }
+  std::printf("N=%d: %zu calls checked\n", nranks, cases.size());
+  return failures;
+}
+
+// A few good calls, then one where rank 0's call differs: every rank must
+// end with the mismatch code (no block left waiting), naming both fingerprints.
+int runMismatch(uint64_t seed, int nranks, int variant) {
+  std::mt19937_64 gen(seed * 104729 + nranks * 10 + variant);
+  World w(nranks, 4096, 8192);
+  std::vector<std::deque<Launch>> queues(nranks);
+  std::vector<Buffers> keep;
+  for (int i = 0; i < 2; ++i) {
+    Case c = randomCase(gen, nranks);
+    keep.push_back(buffers(gen, c, nranks));
+    queueCase(w, c, keep.back(), i, queues);
+  }
+  Case c = randomCase(gen, nranks);
+  c.replays = 1;
+  c.count = 3001;
+  Case odd = c;
+  if (variant == 0) {
+    odd.count = 17;  // fewer blocks / channels on rank 0
+    c.kind = odd.kind = kRing;
+    c.ring.maxChannels = odd.ring.maxChannels = 3;
+  } else if (variant == 1) {
+    c.kind = kRing;  // a different kernel on rank 0, same count
+    odd.kind = kOneShot;
+    odd.dtype = c.dtype = 2;
+    odd.op = c.op = 0;
+  } else {
+    odd.count = 2900;  // more blocks on the others
+    c.kind = odd.kind = kTwoShot;
+    c.dtype = odd.dtype = 2;
+    c.op = odd.op = 0;
+    c.maxBlocks = odd.maxBlocks = 3;
+  }
+  Buffers a = buffers(gen, c, nranks), b = buffers(gen, odd, nranks);
+  for (int r = 0; r < nranks; ++r) {
+    std::vector<std::deque<Launch>> one(nranks);
+    queueCase(w, r == 0 ? odd : c, r == 0 ? b : a, 2, one);
+    queues[r].push_back(one[r].front());
+  }
+  runAll(queues);
+  int failures = 0;
+  for (int r = 0; r < nranks; ++r) {
+    const AbortInfo& in = w.info[r];
+    const bool described = in.mine != in.theirs || in.kindMine != in.kindTheirs;
+    if (in.code != kAbortMismatch || !described || (r == 0 && in.peer == 0) ||
+        (r != 0 && in.peer != 0)) {
+      std::printf("FAIL mismatch variant %d N=%d: rank %d code %d peer %d\n", variant, nranks, r,
+                  in.code, in.peer);
+      ++failures;
+    }
+  }
+  return failures;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1;
+  const int nCalls = argc > 2 ? std::atoi(argv[2]) : 40;
+  emu::rng.seed(seed);
+  int failures = 0;
+  for (int nranks = 2; nranks <= 4; ++nranks) failures += runWorld(seed, nranks, nCalls);
+  for (int nranks = 2; nranks <= 4; ++nranks)
+    for (int v = 0; v < 3; ++v) failures += runMismatch(seed, nranks, v);
+  std::printf("mismatch worlds checked\n");
+  std::printf(failures ? "EMULATOR FAILED (%d)\n" : "EMULATOR OK\n", failures);
   return failures ? 1 : 0;
 }

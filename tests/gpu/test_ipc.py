@@ -1,7 +1,9 @@
-"""The CUDA-IPC all-reduce fast path (csrc/ipc/).
+"""The CUDA-IPC all-reduce kernels (csrc/ipc/): one-shot, two-shot and the GPU ring.
 
 test_ipc_emulated runs anywhere with g++ and the CUDA headers: it compiles the real kernels
-against a CPU emulator (tests/gpu/ipc_emulator.cc) and runs them under random schedules.
+against a CPU emulator (tests/gpu/ipc_emulator.cc) and runs them under random schedules:
+all three kernels back to back, graph-style replays numbered on the device, and calls that
+differ between ranks (which must end in the mismatch code on every rank, never a hang).
 test_ipc_on_gpus needs >= 2 peer GPUs and a CUDA build with _C.IpcAllreduce; it runs
 tests/gpu/ipc_worker.py under mpirun with a hard timeout.
 """
@@ -62,7 +64,8 @@ def emulator(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_ipc_emulated(emulator, seed):
-    """Layout and flag protocol: bitwise results under random interleavings, no deadlock."""
+    """Layout, flag protocol, device-side call state and fingerprint check: bitwise results
+    under random interleavings, no deadlock, mismatches caught on every rank."""
     p = subprocess.run([str(emulator), str(seed), "40"], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and "EMULATOR OK" in p.stdout, p.stdout[-4000:] + p.stderr[-2000:]

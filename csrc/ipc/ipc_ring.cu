@@ -1,0 +1,109 @@
+// The GPU ring's host side: plan, pick the instantiation, launch. The kernel
+// and its flow-control argument are in ring_kernels.cuh, the schedule in
+// ring_plan.h; the mapped memory and call state are IpcAllreduce's.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+
+#include "common/cuda_check.h"
+#include "common/errors.h"
+#include "ipc/ipc_allreduce.h"
+#include "ipc/ipc_kernels.cuh"
+#include "ipc/ring_kernels.cuh"
+#include "ipc/ring_plan.h"
+
+namespace rr {
+namespace {
+
+using namespace ipc;
+using KernelFn = void (*)(Args);
+
+bool isInteger(DType t) {
+  return t == DType::kInt8 || t == DType::kUInt8 || t == DType::kInt32 || t == DType::kInt64;
+}
+
+// Instantiations: 8 dtypes x (5 ops, + 3 bitwise for integers) x {16-byte
+// vectors, scalar for misaligned pointers}.
+template <class Tr, int K>
+KernelFn pickOp(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ringKernel<Tr, IpcSum, false, K>;
+    case ReduceOp::kAvg: return ringKernel<Tr, IpcSum, true, K>;
+    case ReduceOp::kProd: return ringKernel<Tr, IpcProd, false, K>;
+    case ReduceOp::kMin: return ringKernel<Tr, IpcMin, false, K>;
+    case ReduceOp::kMax: return ringKernel<Tr, IpcMax, false, K>;
+    default: break;
+  }
+  if constexpr (std::is_integral<typename Tr::A>::value) {
+    switch (op) {
+      case ReduceOp::kBand: return ringKernel<Tr, IpcBand, false, K>;
+      case ReduceOp::kBor: return ringKernel<Tr, IpcBor, false, K>;
+      case ReduceOp::kBxor: return ringKernel<Tr, IpcBxor, false, K>;
+      default: break;
+    }
+  }
+  return nullptr;
+}
+
+KernelFn pickRingKernel(DType dtype, ReduceOp op, bool vec) {
+  KernelFn fn = nullptr;
+  withTraits(dtype, [&](auto tr) {
+    using Tr = decltype(tr);
+    constexpr int K = kRingVecBytes / int(sizeof(typename Tr::S));
+    fn = vec ? pickOp<Tr, K>(op) : pickOp<Tr, 1>(op);
+  });
+  return fn;
+}
+
+}  // namespace
+
+bool IpcAllreduce::ringSupports(DType dtype, ReduceOp op) const {
+  if (!enabled_) return false;
+  if (isBitwise(op)) return isInteger(dtype);
+  return dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16 ||
+         dtype == DType::kFloat64 || isInteger(dtype);
+}
+
+void IpcAllreduce::runRing(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
+                           cudaStream_t stream, const IpcTag& tag) {
+  RR_CHECK_ARG(count >= 0, "gpu_ring: count must be >= 0, got " + std::to_string(count));
+  if (!ringSupports(dtype, op))
+    throw ArgumentError(std::string("gpu_ring does not handle ") + dtypeName(dtype) + "/" +
+                        opName(op) + (enabled_ ? "" : " (disabled: " + disabledReason_ + ")"));
+  const int64_t es = static_cast<int64_t>(dtypeSize(dtype));
+  DeviceGuard guard(device_);
+  if (worldSize_ == 1) {
+    if (in != out && count > 0)
+      RR_CUDA_CHECK(cudaMemcpyAsync(out, in, count * es, cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  RR_CHECK_ARG(count == 0 || (in != nullptr && out != nullptr), "gpu_ring: null buffer pointer");
+  const bool capturing = beforeLaunch(stream, tag.ordered);
+  RingPlanInput pin;
+  pin.count = count;
+  pin.elemBytes = es;
+  pin.nranks = worldSize_;
+  pin.maxChannels = std::max(1, std::min({tuning_.ringChannels, minSmCount_, kRingMaxChannels}));
+  pin.chunkBytes = static_cast<int64_t>(tuning_.ringChunkBytes);
+  pin.slots = tuning_.ringSlots;
+  pin.stagingBytes = static_cast<int64_t>(kRingBytes);
+  pin.orders = tuning_.ringOrders;
+  const RingPlan g = planRing(pin);
+  Args a = makeArgs(in, out, count, rank_, worldSize_, peers_.data(),
+                    static_cast<int64_t>(halfBytes_), reinterpret_cast<Ctl*>(mine_ + kCtlOffset),
+                    abort_->device(), static_cast<uint64_t>(timeoutNs_));
+  setRingPlan(a, g, static_cast<int64_t>(kControlBytes + 2 * halfBytes_));
+  fillTag(a, count, dtype, op, tag, capturing);
+  const bool vec = (reinterpret_cast<uintptr_t>(in) % kRingVecBytes) == 0 &&
+                   (reinterpret_cast<uintptr_t>(out) % kRingVecBytes) == 0;
+  KernelFn fn = pickRingKernel(dtype, op, vec);
+  if (fn == nullptr)
+    throw ArgumentError(std::string("gpu_ring has no kernel for ") + dtypeName(dtype) + "/" +
+                        opName(op));
+  fn<<<g.channels, kThreads, 0, stream>>>(a);
+  afterLaunch(stream, capturing, tag.ordered, "gpu_ring", dtype, op, g.channels, count);
+}
+
+}  // namespace rr
