@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import sys
 import time
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -160,7 +161,11 @@ class Communicator:
                 chunk_bytes: Optional[int] = None, algo: Optional[str] = None, result: Any = None,
                 keep: tuple = ()) -> Any:
         if b.device >= 0:
-            self._devices.ensure(b)
+            try:
+                self._devices.ensure(b)
+            except Exception as e:  # the peers must not wait for a call this rank cannot make
+                self._impl.refuse(coll, peer, f"{type(e).__name__}: {e}")
+                raise
         self._purge()
         impl = self._impl.submit(
             coll, b.ptr, ob.ptr if ob is not None else 0, count, b.code,

@@ -31,11 +31,18 @@ class Verdicts {
   std::exception_ptr error() const;
   Notice abortNotice() const;
 
-  void recordRefusal(uint64_t tag);
-  static Notice refusalNotice(uint64_t seq, uint64_t tag, const std::string& text);
+  // This rank refused call `seq` (fingerprint `tag`); peers' refusals of it
+  // mean nothing now.
+  void recordRefusal(uint64_t seq, uint64_t tag, bool p2p);
+  static Notice refusalNotice(uint64_t seq, uint64_t tag, bool p2p, const std::string& text);
   // Throws what notice `n` means for this rank; returns when it means
-  // nothing (a refusal of a call this rank refused too).
-  void raise(const Notice& n) const;
+  // nothing (a refusal of a call this rank refused too), or not yet: a
+  // peer's refusal of a collective this rank has not reached is kept until
+  // it does (a fast rank may refuse call k while this one still runs k-1).
+  void raise(const Notice& n);
+  // This rank starts collective `seq` (fingerprint `tag`): throws
+  // MismatchError when a peer refused that call and this rank did not.
+  void startCollective(uint64_t seq);
 
  private:
   mutable std::mutex mu_;
@@ -43,6 +50,9 @@ class Verdicts {
   std::string msg_;
   bool told_ = false;
   std::deque<uint64_t> refused_;  // fingerprints of calls this rank refused
+  uint64_t current_ = 0;          // the collective this rank runs (or last ran)
+  bool started_ = false;
+  std::deque<Notice> early_;      // peers' refusals of later collectives
 };
 
 }  // namespace rr

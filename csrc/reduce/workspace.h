@@ -17,6 +17,9 @@ class Workspace {
   // A second, independent block (e.g. staging beside receive slots), with
   // the same rules.
   virtual void* getSecond(size_t bytes) = 0;
+  // Forget the blocks without freeing them: a transfer that could not be
+  // cancelled may still write there. Later get()s allocate afresh.
+  virtual void abandon() noexcept {}
 };
 
 }  // namespace rr

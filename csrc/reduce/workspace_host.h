@@ -26,6 +26,10 @@ class HostWorkspace : public Workspace {
 
   void* get(size_t bytes) override { return grow(first_, bytes); }
   void* getSecond(size_t bytes) override { return grow(second_, bytes); }
+  void abandon() noexcept override {
+    first_ = Block{};
+    second_ = Block{};
+  }
   size_t capacity() const { return first_.bytes; }
   size_t secondCapacity() const { return second_.bytes; }
 

@@ -323,17 +323,38 @@ void MpiTransport::sendNotice(const Notice& notice, const int* peers, int numPee
 
 void MpiTransport::abort() noexcept {
   aborted_ = true;
+  // A cancelled request still has to complete before its buffer may be
+  // reused; one MPI could not cancel (a receive already matched) completes
+  // when the peer's data lands. Wait a bounded time for all of them: freeing
+  // a request that is still live lets MPI write into memory freed under it.
+  std::vector<MPI_Request> pending;
   for (auto& x : live_)
     for (auto& r : x.requests)
       if (r != MPI_REQUEST_NULL) {
         MPI_Cancel(&r);
-        MPI_Request_free(&r);
+        pending.push_back(r);
       }
   live_.clear();
   if (inboxReq_ != MPI_REQUEST_NULL) {
     MPI_Cancel(&inboxReq_);
-    MPI_Request_free(&inboxReq_);
+    pending.push_back(inboxReq_);
+    inboxReq_ = MPI_REQUEST_NULL;
   }
+  const auto until = Clock::now() + std::chrono::milliseconds(kCancelWaitMs);
+  while (!pending.empty() && Clock::now() < until) {
+    for (size_t i = 0; i < pending.size();) {
+      int flag = 0;
+      if (MPI_Test(&pending[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || flag) {
+        pending[i] = pending.back();
+        pending.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    if (!pending.empty()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  // Still live: leave them to MPI (never freed, never reused) and say so.
+  stuck_ += pending.size();
 }
 
 }  // namespace rr

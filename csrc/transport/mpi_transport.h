@@ -38,6 +38,7 @@ class MpiTransport : public Transport {
   void poll() override;
   void sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept override;
   void abort() noexcept override;
+  bool settled() const noexcept override { return stuck_ == 0; }
 
   // Initialises MPI if nobody has yet. Returns true when this call did it.
   static bool initialize();
@@ -71,6 +72,8 @@ class MpiTransport : public Transport {
   MPI_Comm noticeComm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, tagBits_ = 15;
   bool aborted_ = false;
+  size_t stuck_ = 0;  // requests abort() could not settle (left to MPI)
+  static constexpr int kCancelWaitMs = 2000;
   bool failed_ = false;  // aborted, or destroyed with exchanges in flight
   ExchangeId nextId_ = 1;
   std::deque<Exchange> live_;

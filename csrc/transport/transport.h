@@ -50,7 +50,9 @@ struct Notice {
   int32_t origin = -1;   // the rank that sent it
   uint64_t seq = 0;      // the call it is about (kRefused)
   uint64_t tag = 0;      // that call's fingerprint (kRefused)
-  char text[232] = {};   // why, NUL-terminated
+  int32_t p2p = 0;       // 1: about a send/recv (seq counts that pair's calls)
+  int32_t pad = 0;
+  char text[224] = {};   // why, NUL-terminated
   void setText(const std::string& s) {
     std::strncpy(text, s.c_str(), sizeof(text) - 1);
     text[sizeof(text) - 1] = '\0';
@@ -122,6 +124,9 @@ class Transport {
 
   // Cancel everything in flight. Later calls fail. Never throws.
   virtual void abort() noexcept = 0;
+  // After abort(): false when a transfer could not be cancelled and may
+  // still write into its buffers (they must not be freed).
+  virtual bool settled() const noexcept { return true; }
 
  protected:
   // Derived transports call these from their wait loops.
