@@ -138,6 +138,15 @@ SETTINGS: Dict[str, Setting] = {s.name: s for s in [
             "pipeline) or auto (direct when MPI says it is CUDA-aware)."),
     Setting("RINGREDUCE_UCX_TLS", "", "list", _text,
             "UCX transports for the UCX backend (empty: ringreduce's measured default)."),
+    Setting("RINGREDUCE_CUDA", "auto", "build", _choice("auto", "0", "1"),
+            "Build switch read by setup.py: add the CUDA+NCCL sources when found (auto), require "
+            "them (1) or leave them out (0); no effect at run time."),
+    Setting("RINGREDUCE_MPI", "auto", "build", _choice("auto", "0", "1"),
+            "Build switch read by setup.py: 0 builds without MPI even when mpicc is found; no "
+            "effect at run time."),
+    Setting("RINGREDUCE_UCX", "auto", "build", _choice("auto", "0", "1"),
+            "Build switch read by setup.py: add the UCX transport when found (auto), require it "
+            "(1) or leave it out (0); no effect at run time."),
     Setting("RINGREDUCE_UCX_NET_DEVICES", "", "list", _text,
             "Network devices UCX may listen on (empty: the interface of MASTER_ADDR, or "
             "loopback on one host)."),
@@ -160,9 +169,11 @@ def get(name: str, override: Any = None) -> Any:
 
 
 def check_environment() -> None:
-    """Raise ValueError for a RINGREDUCE_* variable that is unknown or malformed."""
+    """Raise ValueError for a RINGREDUCE_* variable that is unknown or malformed
+    (RINGREDUCE_TEST_* are the test suite's own and pass unread)."""
     for name in sorted(os.environ):
-        if not name.startswith("RINGREDUCE_"):
+        # RINGREDUCE_TEST_* belong to the project's test suite, not the library.
+        if not name.startswith("RINGREDUCE_") or name.startswith("RINGREDUCE_TEST_"):
             continue
         if name not in SETTINGS:
             import difflib
