@@ -1,7 +1,7 @@
 // The device reduction kernels and their index arithmetic, apart from the
 // host code that launches them (reduce_cuda.cu), so that a CPU emulator
 // (tests/gpu/reduce_emulator.cc, which defines RR_REDUCE_EMULATE and supplies
-// threadIdx, blockIdx, gridDim and __ldcs) can run every block and thread of
+// threadIdx, blockIdx and gridDim) can run every block and thread of
 // a launch and check heads, tails, shares and bounds without a GPU.
 //
 // One kernel template serves every elementwise pass, and it runs at HBM rate:
@@ -72,9 +72,11 @@ __device__ __forceinline__ uint4 mapVec(const Map& map, uint4 x, uint4 y) {
 
 __device__ __forceinline__ int64_t imin(int64_t x, int64_t y) { return x < y ? x : y; }
 
-// Evict-first loads: each input byte is read once. Stores stay ordinary,
-// since the ring sends what it just reduced and may find it in L2.
-__device__ __forceinline__ uint4 loadOnce(const uint4* p) { return __ldcs(p); }
+// Ordinary loads. Evict-first loads (__ldcs) look right for bytes read once,
+// but measured on an H200 (benchmarks/dev/reduce_variants.cu, run 3 in
+// benchmarks/NOTES.md) the same float32 kernel reached 0.97 of the copy rate
+// with them and 1.05 without.
+__device__ __forceinline__ uint4 loadOnce(const uint4* p) { return *p; }
 
 // dst[i] = map(a[i], b[i]) for i < n (b unread for unary maps). Elements
 // [head, head + nvec * lanes) go as 16-byte vectors, the rest one by one.

@@ -37,11 +37,6 @@ Dim3 thread, block, grid;
 #define threadIdx (emu::thread)
 #define blockIdx (emu::block)
 #define gridDim (emu::grid)
-template <class T>
-T __ldcs(const T* p) {
-  return *p;
-}
-
 #include "common/dispatch.h"
 #include "reduce/reduce_cpu.h"
 #include "reduce/reduce_kernels.cuh"
