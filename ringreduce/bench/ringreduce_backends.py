@@ -31,6 +31,16 @@ class RingReduce(Backend):
             raise BackendUnavailable(f"cannot create a ringreduce communicator "
                                      f"(backend={self.comm_backend!r}): "
                                      f"{type(e).__name__}: {e}") from None
+        if self.ctx.device == "cuda":
+            # The device engine is made by the first device collective (every
+            # rank at once); explain() before each size needs it to exist.
+            import torch
+
+            try:
+                self.comm.allreduce(torch.zeros(1, device="cuda"))
+                torch.cuda.synchronize()
+            except Exception as e:
+                raise BackendUnavailable(f"no device engine: {type(e).__name__}: {e}") from None
         self.description = (f"ringreduce all-reduce, {self.what}; communicator backend "
                             f"{self.comm.backend!r}, chunk {self.comm.chunk_bytes} B")
 
