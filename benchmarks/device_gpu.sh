@@ -5,7 +5,7 @@
 # of gpu_ring against ipc_two_shot at 64 MiB .. 1 GiB with 2 processes.
 #   bash benchmarks/device_gpu.sh   -> $OUT/gpu-tests-1xh200.log, $OUT/gpu-1xh200.json, $OUT/build.log
 #   BUILD=0 BUDGET_S=400 ...        (ringreduce._C already built; a shorter budget)
-#   ONLY_FAULTS=1 ...               (the fault stage alone)
+#   ONLY_K='mismatch or matrix' ... (one stage of the tests -k selects, not the slow ones)
 # Each stage has its own time limit, quickest and most telling first, so a
 # hang costs one stage, not the call. With N GPUs the same tests put one
 # rank on each and add the NCCL-only checks.
@@ -66,8 +66,8 @@ stage() {  # name, seconds, pytest args...
 
 G=tests/gpu/test_gpu.py
 # In-band mismatches (6 launches) and a stopped / killed peer (2 launches).
-if [ "${ONLY_FAULTS:-0}" = 1 ]; then  # a rerun of the fault stage alone
-  stage faults "$(limit 110 10)" "$G" -k "mismatch or dead_or_stopped"
+if [ -n "${ONLY_K:-}" ]; then  # one stage of the tests -k selects, nothing else
+  stage selected "$(limit "$BUDGET" 10)" "$G" -k "$ONLY_K" -m "not slow"
   : > "$OUT/timing.out"
 else
 stage faults "$(limit 110 320)" "$G" -k "mismatch or dead_or_stopped"

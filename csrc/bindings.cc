@@ -381,15 +381,17 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "allreduce_device",
           [](Communicator& c, uintptr_t ptr, int64_t count, int dtype, int op, int device,
-             uintptr_t stream) {
-            // The latency path for a blocking in-place all-reduce of a device
-            // buffer the Python layer has already checked: one crossing,
-            // ordered on `stream` (the caller's), the host not blocked.
+             uintptr_t stream, uintptr_t out) {
+            // The latency path for a blocking all-reduce of a device buffer
+            // the Python layer has already checked (in place when `out` is
+            // 0): one crossing, ordered on `stream` (the caller's), the host
+            // not blocked.
             RR_CHECK_ARG(validDType(dtype), "unknown dtype code " + std::to_string(dtype));
             RR_CHECK_ARG(validOp(op), "unknown op code " + std::to_string(op));
             Call call;
             call.coll = Coll::kAllreduce;
-            call.in = call.out = reinterpret_cast<void*>(ptr);
+            call.in = reinterpret_cast<void*>(ptr);
+            call.out = reinterpret_cast<void*>(out ? out : ptr);
             call.count = count;
             call.dtype = static_cast<DType>(dtype);
             call.op = static_cast<ReduceOp>(op);
@@ -399,9 +401,9 @@ PYBIND11_MODULE(_C, m) {
             c.submit(std::move(call), false)->wait(-1.0, static_cast<int64_t>(stream));
           },
           py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("device"),
-          py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-          "Blocking in-place all-reduce of `count` elements of device memory at `ptr`, ordered on "
-          "`stream`.")
+          py::arg("stream"), py::arg("out") = 0, py::call_guard<py::gil_scoped_release>(),
+          "Blocking all-reduce of `count` elements of device memory at `ptr` (into `out` when "
+          "not 0), ordered on `stream`.")
       .def("abort", &Communicator::abort, py::arg("why"), py::call_guard<py::gil_scoped_release>())
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
 

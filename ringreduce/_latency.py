@@ -37,8 +37,8 @@ def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
     """A blocking all-reduce straight into C++, for the commonest arguments:
     a NumPy array or a plain contiguous CPU tensor (in place, or into an
     array like it), or a plain contiguous CUDA tensor on this rank's GPU once
-    its engine exists (in place; ordered on the current stream, the host not
-    blocked). _SLOW for anything else."""
+    its engine exists (in place or into a tensor like it; ordered on the
+    current stream, the host not blocked). _SLOW for anything else."""
     opi = _OP_INT.get(op) if type(op) is str else None
     if opi is None:
         return _SLOW
@@ -57,11 +57,23 @@ def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
         # No keeping alive needed: the caller's stream waits for the call, and
         # torch's allocator reuses memory in stream order.
         dev = comm._devices.device
-        if out is not None or dev is None or x.get_device() != dev:
+        if dev is None or x.get_device() != dev:
             return _SLOW
-        comm._impl.allreduce_device(x.data_ptr(), x.numel(), info[0], opi, dev, tc["stream"](dev))
-        tc["bump"]((x,))
-        return x
+        q = 0
+        if out is not None:
+            if (type(out) is not tt or out.dtype != x.dtype or not out.is_cuda
+                    or out.get_device() != dev or out.requires_grad or out.numel() != x.numel()
+                    or not out.is_contiguous()):
+                return _SLOW
+            q = out.data_ptr()
+            p, span = x.data_ptr(), x.numel() * info[1]
+            if q != p and q < p + span and p < q + span:
+                return _SLOW  # a partial overlap: the general path explains it
+        dst = x if out is None else out
+        comm._impl.allreduce_device(x.data_ptr(), x.numel(), info[0], opi, dev, tc["stream"](dev),
+                                    q)
+        tc["bump"]((dst,))
+        return dst
     p, n = x.data_ptr(), x.numel()
     if out is None:
         q, dst = p, x
