@@ -92,10 +92,13 @@ def store_exchange(store: Any, launch: LaunchInfo, timeout: float,
     gen = _generation.get(id(store), 0)
     _generation[id(store)] = gen + 1
     prefix = f"ringreduce/{what}/{gen}/"
+    rounds = [0]  # a setup exchanges several times: each round has keys of its own
 
     def exchange(mine: bytes) -> List[bytes]:
-        store.set(prefix + str(launch.rank), mine)
-        keys = [prefix + str(q) for q in range(launch.size)]
+        here = f"{prefix}{rounds[0]}/"
+        rounds[0] += 1
+        store.set(here + str(launch.rank), mine)
+        keys = [here + str(q) for q in range(launch.size)]
         try:
             store.wait(keys, timedelta(seconds=min(timeout, 86400.0)))
         except Exception as e:  # noqa: BLE001 - c10d raises its own DistError types
