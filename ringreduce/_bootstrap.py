@@ -24,8 +24,10 @@ from .launch import LaunchInfo
 
 # Stores are shared by every communicator a process makes over them; each
 # creation takes the next generation number, the same on every rank because
-# ranks create communicators in the same order.
-_generation: dict = {}
+# ranks create communicators in the same order. The stores are kept here:
+# Python reuses the id() of a collected object, and a new store with an old
+# store's id would start at that store's generation on some ranks only.
+_generation: dict = {}  # id(store) -> (store, next generation)
 
 
 def _interface_of(ip: str) -> Optional[str]:
@@ -42,13 +44,14 @@ def _interface_of(ip: str) -> Optional[str]:
     return None
 
 
-def net_devices(launch: LaunchInfo) -> str:
+def net_devices(launch: LaunchInfo, one_host: Optional[bool] = None) -> str:
     """Where UCX may listen: RINGREDUCE_UCX_NET_DEVICES, else loopback when
-    every rank is on this host, else the interface that reaches MASTER_ADDR."""
+    every rank is on this host (`one_host`, else the launcher's local size
+    says so), else the interface that reaches MASTER_ADDR."""
     chosen = settings.get("RINGREDUCE_UCX_NET_DEVICES")
     if chosen:
         return chosen
-    if launch.local_size >= launch.size:
+    if one_host if one_host is not None else launch.local_size >= launch.size:
         return "lo"
     addr = os.environ.get("MASTER_ADDR")
     if not addr:
@@ -89,8 +92,8 @@ def _launcher_store(launch: LaunchInfo, timeout: float) -> Any:
 def store_exchange(store: Any, launch: LaunchInfo, timeout: float,
                    what: str) -> Callable[[bytes], List[bytes]]:
     """An all-gather of bytes through `store`, for one communicator's setup."""
-    gen = _generation.get(id(store), 0)
-    _generation[id(store)] = gen + 1
+    gen = _generation.get(id(store), (store, 0))[1]
+    _generation[id(store)] = (store, gen + 1)
     prefix = f"ringreduce/{what}/{gen}/"
     rounds = [0]  # a setup exchanges several times: each round has keys of its own
 
@@ -130,7 +133,12 @@ def make_ucx(launch: LaunchInfo, store: Any, opts: "_C.Options") -> Any:
     else:
         exchange = store_exchange(_launcher_store(launch, opts.timeout), launch, opts.timeout,
                                   "ucx")
+    one_host = None
+    if store is not None and launch.size > 1:
+        # A store's ranks need not come from one launcher, which alone knows
+        # who shares this host: ask them (one more round of the exchange).
+        one_host = len(set(exchange(socket.gethostname().encode()))) == 1
     ucx = _C.UcxOptions()
-    ucx.net_devices = net_devices(launch)
+    ucx.net_devices = net_devices(launch, one_host)
     ucx.tls = settings.get("RINGREDUCE_UCX_TLS")
     return _C.Communicator.ucx(launch.rank, launch.size, exchange, ucx, opts)

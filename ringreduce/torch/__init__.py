@@ -12,7 +12,8 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("ringreduce.torch needs PyTorch with torch.distributed "
                       f"(pip install torch); importing it failed: {e}") from e
 
-from .backend import BACKEND_NAME, RingReduceProcessGroup, init_process_group
+from .backend import (BACKEND_NAME, RingReduceDistError, RingReduceDistTimeout,
+                      RingReduceProcessGroup, init_process_group)
 from .hooks import allreduce_hook, bf16_compress_hook, fp16_compress_hook
 from .optimizer import (BF16Compressor, Compression, DistributedOptimizer, FP16Compressor,
                         NoneCompressor, broadcast_optimizer_state, broadcast_parameters)
@@ -21,5 +22,6 @@ __all__ = [
     "allreduce_hook", "fp16_compress_hook", "bf16_compress_hook",
     "DistributedOptimizer", "broadcast_parameters", "broadcast_optimizer_state",
     "Compression", "NoneCompressor", "FP16Compressor", "BF16Compressor",
-    "RingReduceProcessGroup", "init_process_group", "BACKEND_NAME",
+    "RingReduceProcessGroup", "init_process_group", "BACKEND_NAME", "RingReduceDistError",
+    "RingReduceDistTimeout",
 ]

@@ -7,17 +7,26 @@ Importing ringreduce.torch registers it, so that::
     ddp = DistributedDataParallel(model)       # every collective of DDP goes through ringreduce
 
 The process group is a Python subclass of ``torch.distributed.ProcessGroup``
-(the extension point torch's own tests use). It implements allreduce (and
-its coalesced form), broadcast, allgather (list, single-tensor and
-coalesced forms), reduce_scatter (likewise) and barrier. Collectives run
-over the default ringreduce communicator, whose rank and size must match the
-ones torch.distributed passes in. Each returns a Work whose get_future() DDP
-uses; for CUDA tensors the future is CUDA-aware, as NCCL's is.
+(the extension point torch's own tests use). It implements allreduce (ops
+SUM, PRODUCT, MIN, MAX, AVG, BAND, BOR, BXOR and PREMUL_SUM; also
+coalesced), broadcast, allgather and reduce_scatter (list, single-tensor and
+coalesced forms), reduce, gather, scatter, alltoall (list and single-tensor
+forms, with split sizes), send/recv and barrier. Errors of ringreduce reach
+the caller as RingReduceDistError, both a torch.distributed.DistBackendError
+and a ringreduce.RingReduceError.
+
+Each group gets a communicator of its own, built over the store torch hands
+the backend (host buffers over UCX), for any launcher and init_method. Under
+mpirun, a group of all ranks runs over MPI instead (the first one on
+ringreduce's default communicator), so no shared store is needed. Each call
+returns a Work whose get_future() DDP uses; for CUDA tensors the future is
+CUDA-aware, as NCCL's is.
 """
 from __future__ import annotations
 
 import datetime
 import os
+import weakref
 from typing import Any, Callable, List, Optional, Sequence
 
 import torch
@@ -27,72 +36,25 @@ import ringreduce as rr
 from ringreduce.comm import Communicator
 from ringreduce.launch import detect
 
+from ._ops import (RingReduceDistError, RingReduceDistTimeout, Work, dist_errors, done_work,
+                   premultiplied, reduce_op)
+from ._rooted import RootedOps
 from .hooks import future_when_done
 
-__all__ = ["BACKEND_NAME", "RingReduceProcessGroup", "init_process_group"]
+__all__ = ["BACKEND_NAME", "RingReduceProcessGroup", "RingReduceDistError",
+           "RingReduceDistTimeout", "init_process_group"]
 
 BACKEND_NAME = "ringreduce"
 
-_OPS = [(dist.ReduceOp.SUM, "sum"), (dist.ReduceOp.PRODUCT, "prod"),
-        (dist.ReduceOp.MIN, "min"), (dist.ReduceOp.MAX, "max"), (dist.ReduceOp.AVG, "avg")]
 
-
-def _op_name(opts: Any) -> str:
-    op = opts.reduceOp
-    for k, name in _OPS:
-        if op == k:
-            return name
-    raise ValueError(f"reduce op {op} is not supported by the ringreduce backend; "
-                     "supported: SUM, PRODUCT, MIN, MAX, AVG")
-
-
-class _Work(dist.Work):
-    """A torch Work around a future that completes when ringreduce's works do."""
-
-    def __init__(self, fut: torch.futures.Future) -> None:
-        super().__init__()
-        self._fut = fut
-
-    def wait(self, timeout: Optional[datetime.timedelta] = None) -> bool:
-        # CUDA-aware futures make the current stream wait and return at once;
-        # host futures block until the collective is done.
-        self._fut.wait()
-        return True
-
-    def get_future(self) -> torch.futures.Future:
-        return self._fut
-
-    def is_completed(self) -> bool:
-        return self._fut.done()
-
-    def is_success(self) -> bool:
-        if not self._fut.done():
-            return False
-        try:
-            self._fut.value()
-        except Exception:  # noqa: BLE001 - is_success reports, it does not raise
-            return False
-        return True
-
-    def result(self) -> List[torch.Tensor]:
-        return self._fut.value()
-
-
-def _done_work(value: Any) -> _Work:
-    fut = torch.futures.Future()
-    fut.set_result(value)
-    return _Work(fut)
-
-
-class RingReduceProcessGroup(dist.ProcessGroup):
+class RingReduceProcessGroup(RootedOps, dist.ProcessGroup):
     """torch.distributed process group whose collectives run on ringreduce."""
 
     def __init__(self, rank: int, size: int, comm: Communicator) -> None:
         super().__init__(rank, size)
         if comm.rank != rank or comm.size != size:
             raise ValueError(f"torch.distributed says rank {rank} of {size}, but the ringreduce "
-                             f"communicator is rank {comm.rank} of {comm.size}; the "
-                             "ringreduce backend supports only the group of all ranks")
+                             f"communicator is rank {comm.rank} of {comm.size}")
         self._comm = comm
         # A communicator built for torchrun without MPI moves device memory
         # only; host tensors are then staged through the current GPU.
@@ -117,7 +79,7 @@ class RingReduceProcessGroup(dist.ProcessGroup):
                 w.wait()
         if device.type == "cpu" and not self._host_ok:
             device = torch.device("cuda", torch.cuda.current_device())
-        return _Work(future_when_done(device, wait_all, finish))
+        return Work(future_when_done(device, wait_all, finish))
 
     @staticmethod
     def _copy_back(pairs: Sequence[tuple]) -> None:
@@ -127,11 +89,12 @@ class RingReduceProcessGroup(dist.ProcessGroup):
                     dst.copy_(src.view(dst.shape))
 
     # -- collectives -----------------------------------------------------------
-    def allreduce(self, tensors: List[torch.Tensor], opts: Any = None) -> _Work:
-        op = _op_name(opts) if opts is not None else "sum"
+    @dist_errors
+    def allreduce(self, tensors: List[torch.Tensor], opts: Any = None) -> Work:
+        op, factor = reduce_op(opts)
         work_list, pairs = [], []
         for t in tensors:
-            x = self._place(t)
+            x = self._place(t) if factor is None else premultiplied(self._place(t), factor)
             work_list.append(self._comm.allreduce(x, op, async_op=True))
             pairs.append((t, x))
 
@@ -140,14 +103,17 @@ class RingReduceProcessGroup(dist.ProcessGroup):
             return list(tensors)
         return self._launch(tensors[0].device, work_list, finish)
 
-    def allreduce_coalesced(self, tensors: List[torch.Tensor], opts: Any = None) -> _Work:
-        op = _op_name(opts) if opts is not None else "sum"
+    @dist_errors
+    def allreduce_coalesced(self, tensors: List[torch.Tensor], opts: Any = None) -> Work:
+        op, factor = reduce_op(opts)
         groups: dict = {}
         for t in tensors:
             groups.setdefault((t.device, t.dtype), []).append(t)
         work_list, flats = [], []
         for ts in groups.values():
             flat = self._place(torch.cat([t.reshape(-1) for t in ts]))
+            if factor is not None:
+                flat = premultiplied(flat, factor)
             work_list.append(self._comm.allreduce(flat, op, async_op=True))
             flats.append((ts, flat))
 
@@ -162,7 +128,8 @@ class RingReduceProcessGroup(dist.ProcessGroup):
             return list(tensors)
         return self._launch(tensors[0].device, work_list, finish)
 
-    def broadcast(self, tensors: List[torch.Tensor], opts: Any = None) -> _Work:
+    @dist_errors
+    def broadcast(self, tensors: List[torch.Tensor], opts: Any = None) -> Work:
         root = opts.rootRank if opts is not None else 0
         work_list, pairs = [], []
         for t in tensors:
@@ -175,8 +142,9 @@ class RingReduceProcessGroup(dist.ProcessGroup):
             return list(tensors)
         return self._launch(tensors[0].device, work_list, finish)
 
+    @dist_errors
     def allgather(self, output_lists: List[List[torch.Tensor]], inputs: List[torch.Tensor],
-                  opts: Any = None) -> _Work:
+                  opts: Any = None) -> Work:
         work_list, jobs = [], []
         for outs, inp in zip(output_lists, inputs):
             if len(outs) != self.size():
@@ -198,11 +166,12 @@ class RingReduceProcessGroup(dist.ProcessGroup):
         return self._launch(inputs[0].device, work_list, finish)
 
     def all_gather_single(self, output: torch.Tensor, inp: torch.Tensor,
-                          opts: Any = None) -> _Work:
+                          opts: Any = None) -> Work:
         return self.all_gather_single_coalesced([output], [inp], opts)
 
+    @dist_errors
     def all_gather_single_coalesced(self, outputs: List[torch.Tensor],
-                                    inputs: List[torch.Tensor], opts: Any = None) -> _Work:
+                                    inputs: List[torch.Tensor], opts: Any = None) -> Work:
         n = self.size()
         work_list, pairs = [], []
         for out, inp in zip(outputs, inputs):
@@ -219,8 +188,9 @@ class RingReduceProcessGroup(dist.ProcessGroup):
             return list(outputs)
         return self._launch(outputs[0].device, work_list, finish)
 
+    @dist_errors
     def reduce_scatter(self, outputs: List[torch.Tensor], input_lists: List[List[torch.Tensor]],
-                       opts: Any = None) -> _Work:
+                       opts: Any = None) -> Work:
         flats = []
         for out, ins in zip(outputs, input_lists):
             if len(ins) != self.size() or any(i.numel() != out.numel() for i in ins):
@@ -230,15 +200,18 @@ class RingReduceProcessGroup(dist.ProcessGroup):
         return self.reduce_scatter_single_coalesced(outputs, flats, opts)
 
     def reduce_scatter_single(self, output: torch.Tensor, inp: torch.Tensor,
-                              opts: Any = None) -> _Work:
+                              opts: Any = None) -> Work:
         return self.reduce_scatter_single_coalesced([output], [inp], opts)
 
+    @dist_errors
     def reduce_scatter_single_coalesced(self, outputs: List[torch.Tensor],
-                                        inputs: List[torch.Tensor], opts: Any = None) -> _Work:
-        op = _op_name(opts) if opts is not None else "sum"
+                                        inputs: List[torch.Tensor], opts: Any = None) -> Work:
+        op, factor = reduce_op(opts)
         n = self.size()
         work_list, pairs = [], []
         for out, inp in zip(outputs, inputs):
+            if factor is not None:
+                inp = premultiplied(inp, factor)
             # Equal segments: ringreduce's segment r is then exactly torch's chunk r.
             if inp.numel() != n * out.numel():
                 raise ValueError(f"reduce_scatter input holds {inp.numel()} elements; "
@@ -253,13 +226,25 @@ class RingReduceProcessGroup(dist.ProcessGroup):
             return list(outputs)
         return self._launch(outputs[0].device, work_list, finish)
 
+    def allgather_coalesced(self, output_lists: List[List[torch.Tensor]],
+                            inputs: List[torch.Tensor], opts: Any = None) -> Work:
+        """all_gather_coalesced: output_lists[q][i] receives rank q's inputs[i]."""
+        if len(output_lists) != self.size() or any(len(o) != len(inputs) for o in output_lists):
+            raise ValueError(f"all_gather_coalesced needs {self.size()} output lists of "
+                             f"{len(inputs)} tensors each")
+        per_input = [[outs[i] for outs in output_lists] for i in range(len(inputs))]
+        work = self.allgather(per_input, inputs, opts)
+        # value() re-raises a failure of the gather into the new future.
+        return Work(work.get_future().then(lambda f: (f.value(), output_lists)[1]))
+
     # Names older torch versions call.
     _allgather_base = all_gather_single
     allgather_into_tensor_coalesced = all_gather_single_coalesced
     _reduce_scatter_base = reduce_scatter_single
     reduce_scatter_tensor_coalesced = reduce_scatter_single_coalesced
 
-    def barrier(self, opts: Any = None) -> _Work:
+    @dist_errors
+    def barrier(self, opts: Any = None) -> Work:
         """Blocks the host until every rank has arrived, as NCCL's barrier does."""
         if self._host_ok:
             self._comm.barrier()
@@ -267,16 +252,58 @@ class RingReduceProcessGroup(dist.ProcessGroup):
             t = torch.zeros(1, device=torch.device("cuda", torch.cuda.current_device()))
             self._comm.allreduce(t)
             torch.cuda.current_stream().synchronize()
-        return _done_work([])
+        return done_work([])
 
 
+# Communicators that torch.distributed groups use: the default one is lent to
+# at most one live group.
+_default_users: "weakref.WeakSet[RingReduceProcessGroup]" = weakref.WeakSet()
+
+
+def _process_local(store: Any) -> bool:
+    """Whether `store` (under any PrefixStores) is a HashStore of this process."""
+    seen = 0
+    while isinstance(store, dist.PrefixStore) and seen < 64:
+        store, seen = store.underlying_store, seen + 1
+    return isinstance(store, dist.HashStore)
+
+
+def _seconds(timeout: Any) -> Optional[float]:
+    if timeout is None:
+        return None
+    secs = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
+    return secs if secs > 0 else None
+
+
+def _communicator(store: Any, rank: int, size: int, secs: Optional[float]) -> tuple:
+    """(communicator, whether it is ringreduce's default one) for a new group."""
+    launch = detect()
+    if launch.launcher == "mpirun" and (launch.rank, launch.size) == (rank, size):
+        # The group of all ranks under mpirun: over MPI, no store needed.
+        if not _default_users:
+            comm = rr.init()
+            if secs is not None:
+                comm.timeout = secs
+            return comm, True
+        return rr.new_communicator(timeout=secs), False
+    if store is None:
+        raise ValueError("the ringreduce backend needs the store torch.distributed passes in")
+    if size > 1 and _process_local(store):
+        raise ValueError(f"the ringreduce backend cannot build a group of {size} ranks over a "
+                         "process-local HashStore (rank and size differ from mpirun's, so "
+                         "MPI cannot be used); initialise torch.distributed with a shared "
+                         "store: MASTER_ADDR/MASTER_PORT, tcp:// or file://")
+    prefixed = dist.PrefixStore("ringreduce/", store)
+    return rr.new_communicator(store=prefixed, rank=rank, size=size, timeout=secs), False
+
+
+@dist_errors
 def _create(store: Any, rank: int, size: int, timeout: datetime.timedelta) -> RingReduceProcessGroup:
-    comm = rr.init()
-    if timeout is not None:
-        secs = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
-        if secs > 0:
-            comm.timeout = secs
-    return RingReduceProcessGroup(rank, size, comm)
+    comm, is_default = _communicator(store, rank, size, _seconds(timeout))
+    pg = RingReduceProcessGroup(rank, size, comm)
+    if is_default:
+        _default_users.add(pg)
+    return pg
 
 
 def _register() -> None:
