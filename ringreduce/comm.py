@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import sys
 import time
 from typing import Any, Iterator, List, Optional, Sequence
@@ -92,6 +93,7 @@ class Communicator:
         # Calls still in flight and the arrays they use: a dropped Work must
         # not free memory the transfer still writes.
         self._inflight: collections.deque = collections.deque()
+        self._pid = os.getpid()  # a forked child must leave the parent's transports alone
 
     def __repr__(self) -> str:
         state = ("finalized" if self._impl.finalized else
@@ -429,6 +431,9 @@ class Communicator:
 
     def finalize(self) -> None:
         """Finish queued work (bounded by the timeout) and release the
-        transports. Idempotent, callable from any thread."""
+        transports. Idempotent, callable from any thread. In a forked child
+        it does nothing: the transports are the parent's (calls there raise)."""
+        if os.getpid() != self._pid:
+            return
         self._impl.finalize()
         self._inflight.clear()

@@ -20,6 +20,7 @@ _BACKENDS = ("mpi", "ucx", "nccl")
 _live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
 _default: Optional[Communicator] = None
 _we_initialized_mpi = False
+_mpi_pid: Optional[int] = None  # the process that initialized MPI (a forked child is another)
 _lock = threading.Lock()
 
 
@@ -56,7 +57,7 @@ def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = N
     of a c10d `store`, this one being `rank`), beside the default one.
 
     Every rank must create it at the same point. Arguments as for init()."""
-    global _we_initialized_mpi
+    global _we_initialized_mpi, _mpi_pid
     if backend not in (None,) + _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use 'mpi', 'ucx', 'nccl' or None")
     opts = settings.make_options(timeout, check, nan_check, chunk_bytes)
@@ -72,7 +73,8 @@ def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = N
     elif host == "none":
         impl = _C.Communicator.device_only(launch.rank, launch.size, opts)
     elif host == "mpi":
-        _we_initialized_mpi = _C.mpi_initialize() or _we_initialized_mpi
+        if _C.mpi_initialize():
+            _we_initialized_mpi, _mpi_pid = True, os.getpid()
         impl = _C.Communicator.mpi(opts)
         if impl.rank != launch.rank or impl.size != launch.size:
             raise RingReduceError(f"the launcher says rank {launch.rank} of {launch.size}, MPI "
@@ -132,7 +134,9 @@ def _at_exit() -> None:
     # mpirun sees a clean exit with the script's own exit code.
     for comm in list(_live):
         comm.finalize()
-    if not _we_initialized_mpi:
+    if not _we_initialized_mpi or _mpi_pid != os.getpid():
+        # In a forked child MPI is the parent's: MPI_Finalize there would
+        # wait for ranks that never join it.
         return
     done = threading.Event()
 
