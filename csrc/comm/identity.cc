@@ -7,7 +7,11 @@ Fingerprint fingerprintOf(const Call& c, int rank, int size) {
   f.seq = c.seq;
   f.coll = isP2p(c.coll) ? Coll::kSend : c.coll;  // a send pairs with a receive
   f.dtype = c.coll == Coll::kBarrier ? DType::kUInt8 : c.dtype;
-  f.op = reducesData(c.coll) ? c.op : ReduceOp::kSum;
+  // Calls that reduce nothing carry their root's low bits in the op field,
+  // which a narrow wire keeps exactly (the hash keeps only a bit or two).
+  f.op = reducesData(c.coll) ? c.op
+         : hasRoot(c.coll)   ? static_cast<ReduceOp>(c.root & 15)
+                             : ReduceOp::kSum;
   switch (c.coll) {
     case Coll::kAllgather:
     case Coll::kGather:

@@ -6,7 +6,8 @@
 //   bits  0-15  sequence number mod 2^16
 //   bits 16-20  collective
 //   bits 21-25  dtype
-//   bits 26-29  op
+//   bits 26-29  op; for broadcast, gather and scatter (which reduce
+//               nothing) the root's low 4 bits instead
 //   bits 30-63  a hash of the whole sequence number, count and root
 // A wire of fewer than 64 bits keeps the low 30 bits exactly and folds the
 // hash into what is left; below 30 bits it drops high sequence bits first.
@@ -100,6 +101,8 @@ inline std::string describe(uint64_t folded, int bits) {
                   " (" + dtypeName(d);
   if (c == Coll::kAllreduce || c == Coll::kReduceScatter || c == Coll::kReduce)
     s += std::string(", ") + opName(o);
+  else if (c == Coll::kBroadcast || c == Coll::kGather || c == Coll::kScatter)
+    s += ", root " + std::to_string(static_cast<int>(o)) + " mod 16";
   return s + ")";
 }
 

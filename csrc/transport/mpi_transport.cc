@@ -123,26 +123,28 @@ Transport::ExchangeId MpiTransport::start(const Xfer* sends, int numSends, const
     x.requests.clear();
     x.expected.clear();
     x.from.clear();
+    x.into.clear();
+    x.matched.clear();
     x.to.clear();
   }
   x.id = nextId_++;
+  x.comm = comm;
   x.wireTag = static_cast<int>(fp::fold(tag_, tagBits_));
   auto pieces = [](size_t bytes) { return bytes == 0 ? size_t(1) : (bytes + kMaxMessageBytes - 1) / kMaxMessageBytes; };
-  // Receives are posted first so an eager send from a peer finds them.
+  // Receive pieces wait for their messages (matchReceives); sends go now.
   for (int i = 0; i < numRecvs; ++i) {
     const Xfer& v = recvs[i];
     for (size_t p = 0, np = pieces(v.bytes); p < np; ++p) {
       size_t off = p * kMaxMessageBytes, n = std::min(kMaxMessageBytes, v.bytes - off);
-      MPI_Request req;
-      check(MPI_Irecv(static_cast<char*>(v.data) + off, static_cast<int>(n), MPI_BYTE, v.peer,
-                      MPI_ANY_TAG, comm, &req),
-            "MPI_Irecv");
-      x.requests.push_back(req);
+      x.requests.push_back(MPI_REQUEST_NULL);
       x.expected.push_back(n);
       x.from.push_back(v.peer);
+      x.into.push_back(static_cast<char*>(v.data) + off);
+      x.matched.push_back(0);
     }
   }
   x.numRecvs = x.requests.size();
+  x.unmatched = x.numRecvs;
   for (int i = 0; i < numSends; ++i) {
     const Xfer& s = sends[i];
     for (size_t p = 0, np = pieces(s.bytes); p < np; ++p) {
@@ -177,8 +179,53 @@ void MpiTransport::forget(ExchangeId id) {
     }
 }
 
+void MpiTransport::matchReceives() {
+  // In the order the exchanges started, and per peer in the order of its
+  // pieces: MPI keeps one sender's messages in order, so the first message
+  // waiting from a peer belongs to its earliest receive still unmatched.
+  blocked_.assign(static_cast<size_t>(kNumChannels) * size_, 0);
+  for (auto& x : live_) {
+    if (x.unmatched == 0) continue;
+    const int ch = x.comm == comms_[0] ? 0 : 1;
+    for (size_t i = 0; i < x.numRecvs; ++i) {
+      if (x.matched[i]) continue;
+      uint8_t& b = blocked_[static_cast<size_t>(ch) * size_ + x.from[i]];
+      if (b) continue;
+      int flag = 0;
+      MPI_Message msg;
+      MPI_Status st;
+      check(MPI_Improbe(x.from[i], MPI_ANY_TAG, x.comm, &flag, &msg, &st), "MPI_Improbe");
+      if (!flag) {
+        b = 1;
+        continue;
+      }
+      int got = 0;
+      MPI_Get_count(&st, MPI_BYTE, &got);
+      // The message stays unreceived on a mismatch: the call fails before
+      // any byte of it lands anywhere.
+      if (st.MPI_TAG != x.wireTag)
+        RR_THROW(MismatchError, "rank " + std::to_string(x.from[i]) +
+                                    " sent a message of another call: " +
+                                    fp::difference(static_cast<uint64_t>(x.wireTag),
+                                                   static_cast<uint64_t>(st.MPI_TAG), tagBits_));
+      if (static_cast<size_t>(got) != x.expected[i])
+        RR_THROW(MismatchError, "rank " + std::to_string(x.from[i]) + " sent " +
+                                    std::to_string(got) + " bytes where " +
+                                    std::to_string(x.expected[i]) +
+                                    " were expected: ranks disagree on count or dtype");
+      check(MPI_Imrecv(x.into[i], got, MPI_BYTE, &msg, &x.requests[i]), "MPI_Imrecv");
+      x.matched[i] = 1;
+      --x.unmatched;
+    }
+  }
+}
+
 bool MpiTransport::testOne(Exchange& x) {
   if (x.done) return true;
+  matchReceives();
+  // Testall only once every receive is posted: it would null the finished
+  // requests of a partial set and lose their statuses.
+  if (x.unmatched > 0) return false;
   int flag = 0;
   if (statuses_.size() < x.requests.size()) statuses_.resize(x.requests.size());
   std::vector<MPI_Status>& st = statuses_;
@@ -253,7 +300,8 @@ void MpiTransport::timedOut(const Exchange& x) {
   for (size_t i = 0; i < x.requests.size(); ++i) {
     int flag = 1;
     MPI_Status s;
-    if (x.requests[i] != MPI_REQUEST_NULL) MPI_Request_get_status(x.requests[i], &flag, &s);
+    if (i < x.numRecvs && !x.matched[i]) flag = 0;
+    else if (x.requests[i] != MPI_REQUEST_NULL) MPI_Request_get_status(x.requests[i], &flag, &s);
     if (flag) continue;
     who += who.empty() ? "" : ", ";
     who += i < x.numRecvs ? "rank " + std::to_string(x.from[i]) + " never sent its " +
@@ -324,37 +372,44 @@ void MpiTransport::sendNotice(const Notice& notice, const int* peers, int numPee
 void MpiTransport::abort() noexcept {
   aborted_ = true;
   // A cancelled request still has to complete before its buffer may be
-  // reused; one MPI could not cancel (a receive already matched) completes
-  // when the peer's data lands. Wait a bounded time for all of them: freeing
-  // a request that is still live lets MPI write into memory freed under it.
-  std::vector<MPI_Request> pending;
+  // reused. Receives are posted only for messages already probed, so one
+  // that is live has its data on the way: wait a bounded time for those
+  // (freeing one lets MPI write into memory freed under it). A send only
+  // reads its buffer and may wait for a peer that never comes: one short
+  // look, then it is left live (the workspace is then never freed).
+  std::vector<MPI_Request> recvs, sends;
   for (auto& x : live_)
-    for (auto& r : x.requests)
-      if (r != MPI_REQUEST_NULL) {
-        MPI_Cancel(&r);
-        pending.push_back(r);
+    for (size_t i = 0; i < x.requests.size(); ++i)
+      if (x.requests[i] != MPI_REQUEST_NULL) {
+        MPI_Cancel(&x.requests[i]);
+        (i < x.numRecvs ? recvs : sends).push_back(x.requests[i]);
       }
   live_.clear();
   if (inboxReq_ != MPI_REQUEST_NULL) {
     MPI_Cancel(&inboxReq_);
-    pending.push_back(inboxReq_);
+    recvs.push_back(inboxReq_);
     inboxReq_ = MPI_REQUEST_NULL;
   }
-  const auto until = Clock::now() + std::chrono::milliseconds(kCancelWaitMs);
-  while (!pending.empty() && Clock::now() < until) {
-    for (size_t i = 0; i < pending.size();) {
-      int flag = 0;
-      if (MPI_Test(&pending[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || flag) {
-        pending[i] = pending.back();
-        pending.pop_back();
-      } else {
-        ++i;
+  auto settle = [](std::vector<MPI_Request>& pending, int ms) {
+    const auto until = Clock::now() + std::chrono::milliseconds(ms);
+    while (!pending.empty()) {
+      for (size_t i = 0; i < pending.size();) {
+        int flag = 0;
+        if (MPI_Test(&pending[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || flag) {
+          pending[i] = pending.back();
+          pending.pop_back();
+        } else {
+          ++i;
+        }
       }
+      if (pending.empty() || Clock::now() >= until) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    if (!pending.empty()) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  };
+  settle(recvs, kCancelWaitMs);
+  settle(sends, 20);
   // Still live: leave them to MPI (never freed, never reused) and say so.
-  stuck_ += pending.size();
+  stuck_ += recvs.size() + sends.size();
 }
 
 }  // namespace rr

@@ -56,13 +56,21 @@ class MpiTransport : public Transport {
     std::vector<MPI_Request> requests;  // receives first, then sends
     std::vector<size_t> expected;       // bytes of each receive piece
     std::vector<int> from;              // source of each receive piece
+    std::vector<char*> into;            // where each receive piece lands
+    std::vector<uint8_t> matched;       // receive piece i has its message (MPI_Imrecv posted)
     std::vector<int> to;                // destination of each send piece
     size_t numRecvs = 0;
+    size_t unmatched = 0;
     int wireTag = 0;
+    MPI_Comm comm = MPI_COMM_NULL;
     bool done = false;
   };
   Exchange* find(ExchangeId id);
   void forget(ExchangeId id);
+  // Receives are posted only for a message already probed: its tag and size
+  // are checked first, so no receive is ever truncated (Open MPI's
+  // single-copy path writes a too-long message past the buffer).
+  void matchReceives();
   bool testOne(Exchange& x);
   void checkNotices();
   [[noreturn]] void timedOut(const Exchange& x);
@@ -78,6 +86,7 @@ class MpiTransport : public Transport {
   ExchangeId nextId_ = 1;
   std::deque<Exchange> live_;
   std::vector<Exchange> spare_;
+  std::vector<uint8_t> blocked_;  // per (channel, peer): an earlier receive waits for its message
   std::vector<MPI_Status> statuses_;  // reused: polling must not allocate
   Notice inbox_;
   MPI_Request inboxReq_ = MPI_REQUEST_NULL;
