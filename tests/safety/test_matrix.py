@@ -351,8 +351,13 @@ def test_mismatch(matrix, case, algo, np_):
         assert rep["right"], f"rank {r} returned a WRONG result silently\n{_show(res)}"
         assert field_name in ROOTED_FIELDS, \
             f"rank {r} returned instead of raising CollectiveMismatch\n{_show(res)}"
-        assert rep["after"].startswith("poisoned:"), \
-            f"rank {r} returned and its communicator does not know of the mismatch\n{_show(res)}"
+        # A rank that only sent (or only received from the true root) may end
+        # its next call too, with the right sum, before the notice of a rank
+        # that caught the mismatch reaches it; some rank must have caught it.
+        assert rep["after"].startswith("poisoned:") or (
+            rep["after"] == "usable" and any(q["after"].startswith("poisoned:") or
+                                             _typed(q["error"]) for q in res.values())), \
+            f"rank {r} returned and no rank knows of the mismatch\n{_show(res)}"
     _after(res)
 
 
