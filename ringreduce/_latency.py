@@ -33,6 +33,11 @@ def _torch_codes() -> dict:
     return _TORCH
 
 
+def _partly_overlap(p: int, q: int, span: int) -> bool:
+    """Two spans of `span` bytes at p and q that overlap without being one."""
+    return q != p and q < p + span and p < q + span
+
+
 def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
     """A blocking all-reduce straight into C++, for the commonest arguments:
     a NumPy array or a plain contiguous CPU tensor (in place, or into an
@@ -66,9 +71,8 @@ def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
                     or not out.is_contiguous()):
                 return _SLOW
             q = out.data_ptr()
-            p, span = x.data_ptr(), x.numel() * info[1]
-            if q != p and q < p + span and p < q + span:
-                return _SLOW  # a partial overlap: the general path explains it
+            if _partly_overlap(x.data_ptr(), q, x.numel() * info[1]):
+                return _SLOW  # the general path explains it
         dst = x if out is None else out
         comm._impl.allreduce_device(x.data_ptr(), x.numel(), info[0], opi, dev, tc["stream"](dev),
                                     q)
@@ -82,9 +86,8 @@ def allreduce_now(comm: Any, x: Any, op: str, out: Any) -> Any:
                 or out.numel() != n or not out.is_contiguous()):
             return _SLOW
         q, dst = out.data_ptr(), out
-        span = n * info[1]
-        if q != p and q < p + span and p < q + span:
-            return _SLOW  # a partial overlap: the general path explains it
+        if _partly_overlap(p, q, n * info[1]):
+            return _SLOW  # the general path explains it
     if comm._inflight:
         comm._purge()
     comm._impl.allreduce_host(p, q, n, info[0], opi)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+import ringreduce._C as _C
 from ringreduce.bench import machine
 from ringreduce.bench.__main__ import main as bench_main
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "tests" / "support" / "bench_plugin.py"
 MPIRUN = shutil.which("mpirun")
-HAS_UCX = bool(getattr(__import__("ringreduce._C", fromlist=["_C"]), "has_ucx", False))
+HAS_UCX = bool(getattr(_C, "has_ucx", False))
 needs_mpi = pytest.mark.skipif(MPIRUN is None, reason="mpirun not found")
 
 
