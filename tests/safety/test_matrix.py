@@ -259,15 +259,16 @@ def _typed(err) -> bool:
     return err in TYPED
 
 
-def _after(res: dict, same_type: bool = True) -> None:
+def _after(res: dict, same_type: bool = True, mixed_ok: bool = False) -> None:
     """Usable everywhere, or poisoned everywhere with a typed error (the one
-    the case raised, where it raised one)."""
+    the case raised, where it raised one). mixed_ok: some ranks may still be
+    usable (their last call right) while a notice is on its way to them."""
     states = {r: rep["after"] for r, rep in res.items()}
     for r, s in states.items():
         assert s == "usable" or (s.startswith("poisoned:") and s[9:] in TYPED), \
             f"rank {r} after the case: {s}\n{_show(res)}"
     usable = {r for r, s in states.items() if s == "usable"}
-    assert not usable or len(usable) == len(states), \
+    assert mixed_ok or not usable or len(usable) == len(states), \
         f"usable on ranks {sorted(usable)} only: {states}\n{_show(res)}"
     if same_type:
         for r, rep in res.items():
@@ -358,7 +359,7 @@ def test_mismatch(matrix, case, algo, np_):
             rep["after"] == "usable" and any(q["after"].startswith("poisoned:") or
                                              _typed(q["error"]) for q in res.values())), \
             f"rank {r} returned and no rank knows of the mismatch\n{_show(res)}"
-    _after(res)
+    _after(res, mixed_ok=field_name in ROOTED_FIELDS)
 
 
 # -- creation ----------------------------------------------------------------------------------
