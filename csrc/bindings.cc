@@ -236,7 +236,9 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("small_bytes", &SelectPolicy::smallBytes)
       .def_readwrite("medium_bytes", &SelectPolicy::mediumBytes)
       .def_readwrite("one_shot_bytes", &SelectPolicy::oneShotBytes)
-      .def_readwrite("gpu_ring_bytes", &SelectPolicy::gpuRingBytes);
+      .def_readwrite("gpu_ring_bytes", &SelectPolicy::gpuRingBytes)
+      .def_readwrite("shm_bytes", &SelectPolicy::shmBytes)
+      .def_readwrite("shm_one_shot_bytes", &SelectPolicy::shmOneShotBytes);
 
   py::class_<Options>(m, "Options", "Communicator settings; ringreduce.settings fills them.")
       .def(py::init<>())
@@ -404,6 +406,11 @@ PYBIND11_MODULE(_C, m) {
           py::arg("stream"), py::arg("out") = 0, py::call_guard<py::gil_scoped_release>(),
           "Blocking all-reduce of `count` elements of device memory at `ptr` (into `out` when "
           "not 0), ordered on `stream`.")
+      .def("attach_shared_memory", &Communicator::attachSharedMemory, py::arg("round_bytes"),
+           py::call_guard<py::gil_scoped_release>(),
+           "Collective: the host shared-memory algorithms for ranks of one machine. '' when "
+           "attached, else why not (the same on every rank).")
+      .def_property_readonly("has_shared_memory", &Communicator::hasSharedMemory)
       .def("abort", &Communicator::abort, py::arg("why"), py::call_guard<py::gil_scoped_release>())
       .def("finalize", &Communicator::finalize, py::call_guard<py::gil_scoped_release>());
 

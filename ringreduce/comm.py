@@ -90,6 +90,8 @@ class Communicator:
         self._backend = backend
         self._launch = launch
         self._devices = devices  # ringreduce._device.DeviceEngines
+        # Why the host shared-memory algorithms are off ('' when attached).
+        self._shm_why = "" if impl.has_shared_memory else "not attached"
         # Calls still in flight and the arrays they use: a dropped Work must
         # not free memory the transfer still writes.
         self._inflight: collections.deque = collections.deque()
@@ -140,6 +142,12 @@ class Communicator:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"chunk_bytes must be an integer >= 1, got {value!r}")
         self._impl.set_chunk_bytes(value)
+
+    @property
+    def shared_memory(self) -> str:
+        """'attached' when the host shared-memory algorithms can run (every
+        rank on this machine, RINGREDUCE_SHM on); otherwise why not."""
+        return "attached" if self._impl.has_shared_memory else (self._shm_why or "not attached")
 
     @property
     def engines(self) -> list:

@@ -22,7 +22,7 @@ __all__ = ["SETTINGS", "get", "check_environment", "make_options", "table_markdo
 # Algorithm names the selector knows (csrc/algo/select.cc); RINGREDUCE_ALGO must be one.
 ALGORITHMS = ("ring", "gather_fold", "recursive_doubling", "rabenseifner", "recursive_halving",
               "binomial", "direct", "pairwise", "parameter_server", "sharded_ps",
-              "ipc_one_shot", "ipc_two_shot", "gpu_ring")
+              "shm_one_shot", "shm_two_shot", "ipc_one_shot", "ipc_two_shot", "gpu_ring")
 
 
 def _bytes(text: str) -> int:
@@ -126,6 +126,19 @@ SETTINGS: Dict[str, Setting] = {s.name: s for s in [
     Setting("RINGREDUCE_MEDIUM_BYTES", 0, "bytes", _bytes,
             "Host all-reduces up to this size take recursive halving + doubling (Rabenseifner) "
             "on a power-of-two world; 0 turns it off."),
+    Setting("RINGREDUCE_SHM", True, "flag", _flag,
+            "When every rank is on one machine, map one shared-memory segment into all of them "
+            "at creation, and run host all-reduces through it (`comm.shared_memory` says why not "
+            "when it could not)."),
+    Setting("RINGREDUCE_SHM_BYTES", 0, "bytes", _bytes,
+            "Host all-reduces up to this size go through shared memory when attached; 0: any "
+            "size."),
+    Setting("RINGREDUCE_SHM_ONE_SHOT_BYTES", 0, "bytes", _bytes,
+            "Of those, up to this size every rank folds all inputs itself (one-shot); 0: "
+            "32 KiB / (N-1)."),
+    Setting("RINGREDUCE_SHM_ROUND_BYTES", 256 << 10, "bytes", _bytes,
+            "Bytes per rank per shared-memory round (larger calls take several rounds); the "
+            "segment is about 4 x this x N."),
     Setting("RINGREDUCE_ONE_SHOT_BYTES", 0, "bytes", _bytes,
             "Device all-reduces up to this size take the IPC one-shot; 0: 1 MiB / (N-1)."),
     Setting("RINGREDUCE_GPU_RING_BYTES", 64 << 20, "bytes", _bytes,
@@ -213,6 +226,8 @@ def make_options(timeout: Optional[float] = None, check: Optional[bool] = None,
     p.medium_bytes = get("RINGREDUCE_MEDIUM_BYTES")
     p.one_shot_bytes = get("RINGREDUCE_ONE_SHOT_BYTES")
     p.gpu_ring_bytes = get("RINGREDUCE_GPU_RING_BYTES")
+    p.shm_bytes = get("RINGREDUCE_SHM_BYTES")
+    p.shm_one_shot_bytes = get("RINGREDUCE_SHM_ONE_SHOT_BYTES")
     o.policy = p
     return o
 

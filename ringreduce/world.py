@@ -52,11 +52,15 @@ def _host_transport(backend: Optional[str], launch: LaunchInfo) -> str:
 def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = None, *,
                      check: Optional[bool] = None, nan_check: Optional[bool] = None,
                      chunk_bytes: Optional[int] = None, store: Any = None,
-                     rank: Optional[int] = None, size: Optional[int] = None) -> Communicator:
+                     rank: Optional[int] = None, size: Optional[int] = None,
+                     shared_memory: Optional[bool] = None) -> Communicator:
     """A new communicator over all ranks of the launch (or the `size` ranks
     of a c10d `store`, this one being `rank`), beside the default one.
 
-    Every rank must create it at the same point. Arguments as for init()."""
+    Every rank must create it at the same point. shared_memory: map one
+    segment into every rank of this machine for host all-reduces
+    (RINGREDUCE_SHM, default on; it stays off when some rank is elsewhere).
+    Other arguments as for init()."""
     global _we_initialized_mpi, _mpi_pid
     if backend not in (None,) + _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use 'mpi', 'ucx', 'nccl' or None")
@@ -83,11 +87,23 @@ def new_communicator(backend: Optional[str] = None, timeout: Optional[float] = N
         from ._bootstrap import make_ucx
 
         impl = make_ucx(launch, store, opts)
+    shm_why = _attach_shared_memory(impl, shared_memory)
     name = backend or ("self" if launch.size == 1 else "auto" if _C.has_cuda else host)
     comm = Communicator(impl, name, launch,
                         DeviceEngines(impl, launch, device_backend=backend, store=store))
+    comm._shm_why = shm_why
     _live.add(comm)
     return comm
+
+
+def _attach_shared_memory(impl: Any, wanted: Optional[bool]) -> str:
+    """Collective: the shared-memory algorithms when every rank is on this
+    machine (RINGREDUCE_SHM). '' when attached, else why not."""
+    if not settings.get("RINGREDUCE_SHM", wanted):
+        return "turned off (shared_memory=False or RINGREDUCE_SHM=0)"
+    if impl.size == 1 or not impl.has_host_transport:
+        return "no peers on a host transport"
+    return impl.attach_shared_memory(settings.get("RINGREDUCE_SHM_ROUND_BYTES"))
 
 
 def init(backend: Optional[str] = None, timeout: Optional[float] = None, *,

@@ -23,13 +23,15 @@ from support.loopback import finalize, make_world, run_ranks
 from workers.common import EPS, digest, make_input, seed_of, to_array, to_float64, tolerance
 
 # -- what serves what ---------------------------------------------------------------
-REDUCING = [("recursive_doubling", "allreduce"), ("rabenseifner", "allreduce"),
+REDUCING = [("shm_one_shot", "allreduce"), ("shm_two_shot", "allreduce"),
+            ("recursive_doubling", "allreduce"), ("rabenseifner", "allreduce"),
             ("parameter_server", "allreduce"), ("sharded_ps", "allreduce"),
             ("recursive_halving", "reduce_scatter"), ("direct", "reduce"), ("ring", "reduce")]
 MOVING = [("recursive_doubling", "allgather"), ("binomial", "broadcast"), ("direct", "gather"),
           ("direct", "scatter"), ("pairwise", "all_to_all")]
 POW2_ONLY = {"recursive_halving"}
 RANKS = [1, 2, 3, 4, 5, 8, 16]
+SHM_ROUND = 4096  # bytes per rank per shared-memory round in these worlds
 BIG = 100003
 # Collectives whose Python method takes algo=; the rest are forced through
 # the policy (what RINGREDUCE_ALGO sets).
@@ -91,7 +93,8 @@ _WORLDS: dict = {}
 def on_ranks(n, fn, forced=""):
     comms = _WORLDS.get(n)
     if comms is None:
-        comms = _WORLDS[n] = make_world(n, timeout=60)
+        # Shared memory attached, in small rounds: a large call takes many.
+        comms = _WORLDS[n] = make_world(n, timeout=60, shm_round_bytes=SHM_ROUND)
     for c in comms:
         p = c._impl.options.policy
         p.forced = forced
@@ -447,24 +450,49 @@ def test_explain_refusal_names_why():
         c.finalize()
 
 
+def _picks(c):
+    small = c.explain("allreduce", count=16)
+    large = c.explain("allreduce", count=1 << 22)
+    return small, large, {coll: c.explain(coll, count=16)[0] for coll in
+                          ("reduce_scatter", "allgather", "broadcast", "barrier", "reduce",
+                           "gather", "scatter", "all_to_all")}, c.explain("reduce", count=1 << 22)
+
+
+OTHER_PICKS = {"reduce_scatter": "recursive_halving", "allgather": "recursive_doubling",
+               "broadcast": "binomial", "barrier": "recursive_doubling", "reduce": "direct",
+               "gather": "direct", "scatter": "direct", "all_to_all": "pairwise"}
+
+
 def test_explain_picks_by_size():
-    def fn(c):
-        small = c.explain("allreduce", count=16)
-        large = c.explain("allreduce", count=1 << 22)
-        return small, large, {coll: c.explain(coll, count=16)[0] for coll in
-                              ("reduce_scatter", "allgather", "broadcast", "barrier", "reduce",
-                               "gather", "scatter", "all_to_all")}, c.explain("reduce", count=1 << 22)
-    for small, large, picks, big_reduce in all_ok(on_ranks(4, fn)):
-        assert small[0] == "recursive_doubling", small
-        assert "small_bytes" in small[1], small
-        assert large[0] == "ring", large
-        assert picks == {"reduce_scatter": "recursive_halving", "allgather": "recursive_doubling",
-                         "broadcast": "binomial", "barrier": "recursive_doubling",
-                         "reduce": "direct", "gather": "direct", "scatter": "direct",
-                         "all_to_all": "pairwise"}, picks
-        assert big_reduce[0] == "ring", big_reduce
+    """Without shared memory (ranks on several machines, or RINGREDUCE_SHM=0)."""
+    comms = make_world(4)
+    try:
+        for c in comms:
+            assert c.shared_memory == "not attached"
+        for small, large, picks, big_reduce in all_ok(run_ranks(comms, _picks)):
+            assert small[0] == "recursive_doubling", small
+            assert "small_bytes" in small[1], small
+            assert large[0] == "ring", large
+            assert picks == OTHER_PICKS, picks
+            assert big_reduce[0] == "ring", big_reduce
+    finally:
+        finalize(comms)
     # Three ranks: recursive halving refuses, and the ring takes the reduce-scatter.
     assert all_ok(on_ranks(3, lambda c: c.explain("reduce_scatter", count=16)))[0][0] == "ring"
+
+
+def test_explain_picks_shared_memory_for_allreduce():
+    """With shared memory attached, host all-reduces go through it: the
+    one-shot up to 32 KiB / (N-1), the two-shot above; the rest as before."""
+    for small, large, picks, big_reduce in all_ok(on_ranks(4, _picks)):
+        assert small[0] == "shm_one_shot", small
+        assert "one-shot limit (10922 B)" in small[1], small
+        assert large[0] == "shm_two_shot", large
+        assert picks == OTHER_PICKS, picks
+        assert big_reduce[0] == "ring", big_reduce
+    res = all_ok(on_ranks(4, lambda c: (c.shared_memory, c.explain("allreduce", count=2731)[0],
+                                        c.explain("allreduce", count=2730)[0])))
+    assert res[0] == ("attached", "shm_two_shot", "shm_one_shot"), res[0]
 
 
 def test_parameter_servers_never_chosen_automatically():

@@ -13,8 +13,8 @@ CSRC = ROOT / "csrc"
 PKG = ROOT / "ringreduce"
 MAX_LINES = 450
 
-# bindings -> comm -> algo -> ring, ipc -> transport, reduce -> common
-LAYERS = {"common": 0, "transport": 1, "reduce": 1, "ring": 2, "ipc": 2, "algo": 3, "comm": 4,
+# bindings -> comm -> algo -> ring, ipc, shm -> transport, reduce -> common
+LAYERS = {"common": 0, "transport": 1, "reduce": 1, "ring": 2, "ipc": 2, "shm": 2, "algo": 3, "comm": 4,
           "bindings": 5}
 
 

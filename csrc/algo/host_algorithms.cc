@@ -6,12 +6,17 @@
 #include "algo/pairwise.h"
 #include "algo/parameter_server.h"
 #include "algo/recursive_doubling.h"
+#include "algo/shm.h"
 #include "algo/ring.h"
 
 namespace rr {
 
-std::vector<std::unique_ptr<Algorithm>> makeHostAlgorithms() {
+std::vector<std::unique_ptr<Algorithm>> makeHostAlgorithms(const std::shared_ptr<ShmWorld>* shm) {
   std::vector<std::unique_ptr<Algorithm>> v;
+  if (shm) {
+    v.push_back(std::make_unique<ShmAllreduceAlgorithm>(false, shm));
+    v.push_back(std::make_unique<ShmAllreduceAlgorithm>(true, shm));
+  }
   v.push_back(std::make_unique<RingAlgorithm>());
   v.push_back(std::make_unique<GatherFoldAlgorithm>());
   v.push_back(std::make_unique<RecursiveDoublingAlgorithm>());

@@ -6,9 +6,12 @@
 #include <vector>
 
 #include "algo/algorithm.h"
+#include "shm/shm_world.h"
 
 namespace rr {
 
-std::vector<std::unique_ptr<Algorithm>> makeHostAlgorithms();
+// `shm`: where the engine keeps its shared memory (null while none is
+// attached); the shared-memory algorithms read it when they run.
+std::vector<std::unique_ptr<Algorithm>> makeHostAlgorithms(const std::shared_ptr<ShmWorld>* shm = nullptr);
 
 }  // namespace rr

@@ -9,7 +9,7 @@ namespace {
 
 // When a rule applies. Evaluated on every call, so no strings here: the
 // reasons are written only when someone asks why (explain()).
-enum class When { kAlways, kSmall, kOneShot, kGpuRingBySize, kMedium };
+enum class When { kAlways, kSmall, kOneShot, kGpuRingBySize, kMedium, kShmOneShot, kShm };
 
 struct Rule {
   const char* algo;
@@ -24,6 +24,8 @@ const Rule kAllreduce[] = {
     {"gpu_ring", When::kGpuRingBySize, "one ring keeps every link busy"},
     {"ipc_two_shot", When::kAlways, "reduce-scatter and all-gather through peer memory"},
     {"gpu_ring", When::kAlways, "the ring over peer memory"},
+    {"shm_one_shot", When::kShmOneShot, "every rank folds all inputs from shared memory: one wait"},
+    {"shm_two_shot", When::kShm, "reduce-scatter and all-gather through shared memory"},
     {"recursive_doubling", When::kSmall, "log2(N) dependent steps"},
     {"gather_fold", When::kSmall, "N-1 steps of whole inputs"},
     {"rabenseifner", When::kMedium, "recursive halving and doubling: 2 log2(N) steps"},
@@ -77,6 +79,10 @@ int64_t oneShotLimit(int n, const SelectPolicy& p) {
   return p.oneShotBytes > 0 ? p.oneShotBytes : (int64_t(1) << 20) / std::max(1, n - 1);
 }
 
+int64_t shmOneShotLimit(int n, const SelectPolicy& p) {
+  return p.shmOneShotBytes > 0 ? p.shmOneShotBytes : (int64_t(32) << 10) / std::max(1, n - 1);
+}
+
 bool holds(When w, int64_t b, int n, const SelectPolicy& p) {
   switch (w) {
     case When::kAlways: return true;
@@ -84,6 +90,8 @@ bool holds(When w, int64_t b, int n, const SelectPolicy& p) {
     case When::kOneShot: return b <= oneShotLimit(n, p);
     case When::kGpuRingBySize: return p.gpuRingBytes > 0 && b >= p.gpuRingBytes && n > 2;
     case When::kMedium: return p.mediumBytes > 0 && b <= p.mediumBytes && powerOfTwo(n);
+    case When::kShmOneShot: return b <= shmOneShotLimit(n, p) && (p.shmBytes == 0 || b <= p.shmBytes);
+    case When::kShm: return p.shmBytes == 0 || b <= p.shmBytes;
   }
   return false;
 }
@@ -104,6 +112,13 @@ std::string reason(const Rule& r, int64_t b, int n, const SelectPolicy& p) {
     case When::kMedium:
       why = size + " <= medium_bytes (" + bytesText(p.mediumBytes) + "), " + std::to_string(n) +
             " ranks (a power of two)";
+      break;
+    case When::kShmOneShot:
+      why = size + " <= the shared-memory one-shot limit (" + bytesText(shmOneShotLimit(n, p)) + ")";
+      break;
+    case When::kShm:
+      why = p.shmBytes == 0 ? size + ", every rank on this machine"
+                            : size + " <= shm_bytes (" + bytesText(p.shmBytes) + ")";
       break;
   }
   return std::string(r.algo) + ": " + why + ", " + std::to_string(n) + " ranks: " + r.what;

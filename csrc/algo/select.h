@@ -29,6 +29,12 @@ struct SelectPolicy {
   // offered (on more than two GPUs; two GPUs keep the two-shot, which moves
   // the same bytes with fewer steps). 0: never by size.
   int64_t gpuRingBytes = 64 << 20;
+  // Host all-reduces of at most this many bytes go through the ranks' shared
+  // memory when every rank is on one machine (0: any size).
+  int64_t shmBytes = 0;
+  // Of those, up to this many bytes take the one-shot (every rank folds all
+  // inputs); 0 means 32 KiB / (N - 1).
+  int64_t shmOneShotBytes = 0;
 };
 
 struct Choice {

@@ -42,6 +42,7 @@ void Communicator::hook(Transport& t) {
   t.setWaitHook([this] {
     if (abandon_.load(std::memory_order_relaxed)) throw Error(abandonWhy_);
     if (opt_.interruptCheck) opt_.interruptCheck();
+    if (board_) board_->checkBoard();  // a peer in another call under our number
   });
 }
 
@@ -195,15 +196,25 @@ void Communicator::execute(const Item& item) {
       e.transport().setTag(tag, ch);
     });
     moving = true;
+    // The history hashes every collective this rank entered, in order (the
+    // board shows it to peers of this machine).
+    const uint64_t historyBefore = history_;
+    if (!isP2p(call.coll)) {
+      history_ = fp::mix(history_ ^ tag);
+      if (board_) board_->enterCall(call.seq, tag, historyBefore);
+    }
     if (!isP2p(call.coll)) verdicts_.startCollective(call.seq);  // a peer may have refused it
     if (size_ > 1 && (opt_.check || opt_.nanCheck) && !isP2p(call.coll) && hasHostTransport()) {
       std::exception_ptr verdict = agreeBeforeMoving(call, fingerprintOf(call, rank_, size_),
                                                      engine.reducer(), opt_.nanCheck,
                                                      engines_.host(), rank_, size_);
       // Every rank reached the same verdict before any data moved, so the
-      // communicator stays usable.
+      // communicator stays usable, and the call never happened.
       moving = false;
-      if (verdict) std::rethrow_exception(verdict);
+      if (verdict) {
+        history_ = historyBefore;
+        std::rethrow_exception(verdict);
+      }
       moving = true;
     }
     if (isP2p(call.coll)) {
@@ -311,7 +322,7 @@ bool Communicator::progressInFlight() {
   return p.progressed;
 }
 
-std::vector<std::string> Communicator::allgatherBytes(const std::string& mine) {
+std::vector<std::string> Communicator::allgatherBytes(const std::string& mine, bool setup) {
   if (size_ == 1) return {mine};
   RR_CHECK_ARG(hasHostTransport(), "allgatherBytes needs a host transport");
   Call call;
@@ -320,7 +331,14 @@ std::vector<std::string> Communicator::allgatherBytes(const std::string& mine) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (closing_) RR_THROW(Error, "communicator is finalized");
-    assignSequence(call);
+    if (setup) {
+      // Numbered apart from the calls, so users' calls keep their numbers;
+      // the root field keeps its fingerprint apart from numbered bootstraps.
+      call.seq = setupSeq_++;
+      call.root = 1;
+    } else {
+      assignSequence(call);
+    }
   }
   std::vector<std::string> out;
   runExclusive([&] {

@@ -25,6 +25,7 @@
 #include "comm/work.h"
 #include "common/dtypes.h"
 #include "common/fingerprint.h"
+#include "shm/shm_world.h"
 
 namespace rr {
 
@@ -92,9 +93,17 @@ class Communicator {
   // waiting. Ranks that all refuse alike keep a usable communicator.
   void refuse(Coll coll, int peer, const std::string& why);
 
+  // Collective: maps one shared-memory segment into every rank (they must
+  // all be on this machine) for the host shared-memory algorithms, rounds of
+  // `roundBytes` per rank. Empty when attached; otherwise why not, the same
+  // on every rank (then nothing changes).
+  std::string attachSharedMemory(int64_t roundBytes);
+  bool hasSharedMemory() const { return board_ != nullptr; }
+
   // A blocking all-gather of a few bytes per rank over the host transport,
-  // for setting up engines (every rank calls it at the same point).
-  std::vector<std::string> allgatherBytes(const std::string& mine);
+  // for setting up engines (every rank calls it at the same point). A
+  // `setup` exchange takes no sequence number from the calls.
+  std::vector<std::string> allgatherBytes(const std::string& mine, bool setup = false);
 
   // Waits for queued and in-flight work (bounded by the timeout), then
   // aborts what is left, stops the threads and releases the engines.
@@ -142,6 +151,7 @@ class Communicator {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   uint64_t nextSeq_ = 0;
+  uint64_t setupSeq_ = 0;  // setup exchanges (allgatherBytes(.., true))
   std::vector<uint64_t> sendSeq_, recvSeq_;  // point-to-point, per peer
   std::deque<Item> queue_;
   InFlightTransfers inFlight_;
@@ -156,6 +166,11 @@ class Communicator {
   Watchdog watchdog_{[this](Verdicts::Kind kind, const std::string& msg) { onDeviceFailure(kind, msg); }};
 
   Verdicts verdicts_;
+
+  // The shared memory of the ranks of one machine, when attached: every
+  // collective is put on its board, and every wait looks at the peers'.
+  std::shared_ptr<ShmWorld> board_;
+  uint64_t history_ = 0;  // a hash of the fingerprints of the collectives entered
 
   ChoiceCache choices_;  // used by the thread that runs calls only
   uint64_t policyEpoch_ = 0;  // bumped when the policy changes

@@ -122,6 +122,11 @@ void LoopbackTransport::takeNotices(std::unique_lock<std::mutex>& lk) {
   }
 }
 
+void LoopbackTransport::deliverArrivedNotices() {
+  std::unique_lock<std::mutex> lk(world_->mu_);
+  takeNotices(lk);
+}
+
 bool LoopbackTransport::test(ExchangeId id) {
   if (aborted_) RR_THROW(Error, "loopback transport was aborted by an earlier failure");
   size_t i = indexOf(id);

@@ -70,6 +70,9 @@ class LoopbackTransport : public Transport {
   void sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept override;
   void abort() noexcept override;
 
+ protected:
+  void deliverArrivedNotices() override;
+
  private:
   struct Exchange {
     ExchangeId id;

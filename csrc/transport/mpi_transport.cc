@@ -1,6 +1,7 @@
 #include "transport/mpi_transport.h"
 
 #include <algorithm>
+#include <random>
 #include <thread>
 
 #include "common/errors.h"
@@ -86,6 +87,20 @@ MpiTransport::MpiTransport(MPI_Comm parent, Clock::time_point deadline) {
   int64_t tagUb = found ? *static_cast<int*>(ub) : 32767;
   tagBits_ = 0;
   while (tagBits_ < 62 && (int64_t(2) << tagBits_) - 1 <= tagUb) ++tagBits_;
+  // A number for this communicator, the same on every rank (rank 0 draws
+  // it): notices carry it, and one for an earlier communicator is dropped.
+  std::random_device rd;
+  worldId_ = static_cast<int32_t>(rd() & 0x7fffffff) | 1;
+  MPI_Request req;
+  check(MPI_Ibcast(&worldId_, 1, MPI_INT, 0, comms_[0], &req), "MPI_Ibcast(world id)");
+  for (int flag = 0;;) {
+    check(MPI_Test(&req, &flag, MPI_STATUS_IGNORE), "MPI_Test(world id)");
+    if (flag) break;
+    if (Clock::now() > deadline)
+      RR_THROW(TimeoutError, "creating the MPI communicator timed out: not every rank agreed on "
+                             "its number");
+    std::this_thread::yield();
+  }
   check(MPI_Irecv(&inbox_, sizeof(Notice), MPI_BYTE, MPI_ANY_SOURCE, kNoticeTag, noticeComm_,
                   &inboxReq_),
         "MPI_Irecv(notice)");
@@ -265,6 +280,7 @@ void MpiTransport::checkNotices() {
   n.text[sizeof(n.text) - 1] = '\0';
   MPI_Irecv(&inbox_, sizeof(Notice), MPI_BYTE, MPI_ANY_SOURCE, kNoticeTag, noticeComm_,
             &inboxReq_);
+  if (n.world != worldId_) return;  // sent to a freed communicator whose context this one reuses
   deliverNotice(n);
 }
 
@@ -337,6 +353,7 @@ void MpiTransport::sendNotice(const Notice& notice, const int* peers, int numPee
     outbox_.emplace_back(notice, MPI_REQUEST_NULL);
     auto& slot = outbox_.back();
     slot.first.origin = rank_;
+    slot.first.world = worldId_;
     if (MPI_Isend(&slot.first, sizeof(Notice), MPI_BYTE, peers[i], kNoticeTag, noticeComm_,
                   &slot.second) != MPI_SUCCESS)
       outbox_.pop_back();

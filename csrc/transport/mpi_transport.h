@@ -50,6 +50,9 @@ class MpiTransport : public Transport {
   // Messages above this many bytes are split: MPI counts are C ints.
   static constexpr size_t kMaxMessageBytes = size_t(1) << 30;
 
+ protected:
+  void deliverArrivedNotices() override { checkNotices(); }
+
  private:
   struct Exchange {
     ExchangeId id = 0;
@@ -79,6 +82,7 @@ class MpiTransport : public Transport {
   MPI_Comm comms_[kNumChannels] = {MPI_COMM_NULL, MPI_COMM_NULL};
   MPI_Comm noticeComm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, tagBits_ = 15;
+  int32_t worldId_ = 0;  // this communicator's number in notices
   bool aborted_ = false;
   size_t stuck_ = 0;  // requests abort() could not settle (left to MPI)
   static constexpr int kCancelWaitMs = 2000;

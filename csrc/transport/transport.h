@@ -51,7 +51,10 @@ struct Notice {
   uint64_t seq = 0;      // the call it is about (kRefused)
   uint64_t tag = 0;      // that call's fingerprint (kRefused)
   int32_t p2p = 0;       // 1: about a send/recv (seq counts that pair's calls)
-  int32_t pad = 0;
+  // The communicator it belongs to, as the transport numbers them (0: not
+  // numbered). MPI may reuse a freed communicator's context for a new one,
+  // so a notice still on its way must not reach the new one.
+  int32_t world = 0;
   char text[224] = {};   // why, NUL-terminated
   void setText(const std::string& s) {
     std::strncpy(text, s.c_str(), sizeof(text) - 1);
@@ -122,6 +125,14 @@ class Transport {
   // for Ctrl-C there); it may throw, which abandons the wait.
   void setWaitHook(WaitHook hook) { onWait_ = std::move(hook); }
 
+  // For waits outside the transport (host shared memory): delivers the
+  // notices that arrived (the handler may throw) and, with `hook`, runs the
+  // wait hook (which may throw too).
+  void checkIn(bool hook) {
+    deliverArrivedNotices();
+    if (hook) waitHook();
+  }
+
   // Cancel everything in flight. Later calls fail. Never throws.
   virtual void abort() noexcept = 0;
   // After abort(): false when a transfer could not be cancelled and may
@@ -136,6 +147,8 @@ class Transport {
   void waitHook() {
     if (onWait_) onWait_();
   }
+  // checkIn(): hand every notice that has arrived to the handler.
+  virtual void deliverArrivedNotices() {}
 
   Clock::time_point deadline_ = Clock::time_point::max();
   uint64_t tag_ = 0;

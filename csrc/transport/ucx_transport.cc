@@ -409,6 +409,11 @@ void UcxTransport::wait(ExchangeId id) {
   }
 }
 
+void UcxTransport::deliverArrivedNotices() {
+  unsigned events = 0;
+  step(nullptr, 1, &events);
+}
+
 void UcxTransport::poll() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!aborted_ && worker_) progressLocked();

@@ -151,6 +151,9 @@ class UcxTransport : public Transport {
   // UCX requests still held for our operations (tests check abort() leaves none).
   size_t requestsHeld() const;
 
+ protected:
+  void deliverArrivedNotices() override;
+
  private:
   struct Exchange;
   struct Op {

@@ -20,7 +20,8 @@ for _mod in (ringreduce_backends, device_backends, mpi_backends, torch_backends)
     _CLASSES.update(_mod.CLASSES)
 
 # Listed in this order by --help; the run keeps the order of --backends.
-BUILTIN = ("ringreduce", "ringreduce-ring", "ringreduce-mpi", "ringreduce-ucx", "ringreduce-nccl",
+BUILTIN = ("ringreduce", "ringreduce-ring", "ringreduce-noshm", "ringreduce-mpi", "ringreduce-ucx",
+           "ringreduce-ucx-noshm", "ringreduce-nccl",
            "ringreduce-ps", "ringreduce-ps-sharded", "nccl", "torch-nccl", "torch-symm-oneshot",
            "torch-symm-twoshot", "mpi", "mpi-tcp", "mpi-naive", "gloo", "launch")
 assert set(BUILTIN) == set(_CLASSES), sorted(set(BUILTIN) ^ set(_CLASSES))

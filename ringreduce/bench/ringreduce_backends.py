@@ -19,6 +19,7 @@ class RingReduce(Backend):
 
     name = "ringreduce"
     comm_backend: Optional[str] = None   # new_communicator(backend=...)
+    shared_memory: Optional[bool] = None  # new_communicator(shared_memory=...)
     algo: Optional[str] = None           # forced algorithm (allreduce(..., algo=))
     what = "automatic algorithm choice"
 
@@ -26,7 +27,8 @@ class RingReduce(Backend):
         from ..world import new_communicator
 
         try:
-            self.comm = new_communicator(self.comm_backend, chunk_bytes=self.chunk_bytes)
+            self.comm = new_communicator(self.comm_backend, chunk_bytes=self.chunk_bytes,
+                                         shared_memory=self.shared_memory)
         except Exception as e:
             raise BackendUnavailable(f"cannot create a ringreduce communicator "
                                      f"(backend={self.comm_backend!r}): "
@@ -78,6 +80,12 @@ class RingReduceRing(RingReduce):
         return "gpu_ring" if self.ctx.device == "cuda" else "ring"
 
 
+class RingReduceNoShm(RingReduce):
+    name = "ringreduce-noshm"
+    shared_memory = False
+    what = "automatic algorithm choice over the host transport alone (shared_memory=False)"
+
+
 class RingReducePs(RingReduce):
     name = "ringreduce-ps"
     algo = "parameter_server"
@@ -111,6 +119,15 @@ class RingReduceUcx(RingReduce):
         return f"automatic algorithm choice over UCX (transports {tls}, devices {dev})"
 
 
+class RingReduceUcxNoShm(RingReduceUcx):
+    name = "ringreduce-ucx-noshm"
+    shared_memory = False
+
+    @property
+    def what(self) -> str:  # type: ignore[override]
+        return super().what + ", shared_memory=False: every byte over UCX"
+
+
 class RingReduceNccl(RingReduce):
     name = "ringreduce-nccl"
     comm_backend = "nccl"
@@ -125,5 +142,7 @@ class RingReduceNccl(RingReduce):
         super().setup()
 
 
-CLASSES = {c.name: c for c in (RingReduce, RingReduceRing, RingReduceMpi, RingReduceUcx,
-                               RingReduceNccl, RingReducePs, RingReducePsSharded)}
+CLASSES = {c.name: c for c in (RingReduce, RingReduceRing, RingReduceNoShm, RingReduceMpi,
+                               RingReduceUcx,
+                               RingReduceUcxNoShm, RingReduceNccl, RingReducePs,
+                               RingReducePsSharded)}

@@ -11,8 +11,11 @@ from ringreduce.comm import Communicator
 from ringreduce.launch import LaunchInfo
 
 
-def make_world(n: int, timeout: float = 30.0, **policy: Any) -> List[Communicator]:
-    """n communicators over one loopback world; `policy` sets SelectPolicy fields."""
+def make_world(n: int, timeout: float = 30.0, shm_round_bytes: int = 0,
+               **policy: Any) -> List[Communicator]:
+    """n communicators over one loopback world; `policy` sets SelectPolicy
+    fields. shm_round_bytes > 0: the ranks also attach one shared-memory
+    segment (rounds of that many bytes), as processes of one machine do."""
     world = _C.LoopbackWorld(n)
     opts = settings.make_options(timeout=timeout)
     p = opts.policy
@@ -25,6 +28,9 @@ def make_world(n: int, timeout: float = 30.0, **policy: Any) -> List[Communicato
         launch = LaunchInfo(r, n, r, n, "loopback")
         comms.append(Communicator(impl, "loopback", launch, DeviceEngines(impl, launch, None)))
     comms[0]._world = world  # keep it reachable for sever()
+    if shm_round_bytes > 0 and n > 1:
+        why = run_ranks(comms, lambda c: c._impl.attach_shared_memory(shm_round_bytes), timeout=60)
+        assert why == [""] * n, why
     return comms
 
 
