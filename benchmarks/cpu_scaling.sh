@@ -14,7 +14,7 @@
 #   BUILD=0 ...                                        (ringreduce._C already built)
 #
 # Iterations: about 0.15 s of timed calls per size and row (--budget), at
-# least 3 and at most 100, after up to 3 warm-ups; a 256 MiB parameter-server
+# least 3 and at most 2000, after up to 20 warm-ups; a 256 MiB parameter-server
 # call at 16 ranks takes seconds, so the large sizes get the minimum. Each part
 # has its own timeout, so one slow world size cannot take the others with it.
 set -uo pipefail
@@ -49,7 +49,7 @@ for N in $NPS; do
   echo "== $N ranks on $CORES cores ($name)" | tee -a "$LOG"
   timeout -s KILL "${LIMIT[$N]:-240}" mpirun -np "$N" "${BIND[@]}" -x PYTHONPATH -x PYTHONUNBUFFERED \
     "$PY" -m ringreduce.bench --device cpu --sizes "$SIZES" --outofplace-only \
-    -w 3 -n 100 --budget 0.15 --min-iters 3 --no-progress --backends "$ROWS" \
+    -w 20 -n 2000 --budget 0.15 --min-iters 3 --no-progress --backends "$ROWS" \
     --json "$OUT/$name.json" --plot "$OUT/$name.png" >> "$LOG" 2>&1
   rc=$?
   [ -f "$OUT/$name.json" ] && files+=("$OUT/$name.json")

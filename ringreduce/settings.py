@@ -135,7 +135,7 @@ SETTINGS: Dict[str, Setting] = {s.name: s for s in [
             "size."),
     Setting("RINGREDUCE_SHM_ONE_SHOT_BYTES", 0, "bytes", _bytes,
             "Of those, up to this size every rank folds all inputs itself (one-shot); 0: "
-            "32 KiB / (N-1)."),
+            "4 KiB / (N-1)."),
     Setting("RINGREDUCE_SHM_ROUND_BYTES", 256 << 10, "bytes", _bytes,
             "Bytes per rank per shared-memory round (larger calls take several rounds); the "
             "segment is about 4 x this x N."),

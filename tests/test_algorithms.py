@@ -483,15 +483,15 @@ def test_explain_picks_by_size():
 
 def test_explain_picks_shared_memory_for_allreduce():
     """With shared memory attached, host all-reduces go through it: the
-    one-shot up to 32 KiB / (N-1), the two-shot above; the rest as before."""
+    one-shot up to 4 KiB / (N-1), the two-shot above; the rest as before."""
     for small, large, picks, big_reduce in all_ok(on_ranks(4, _picks)):
         assert small[0] == "shm_one_shot", small
-        assert "one-shot limit (10922 B)" in small[1], small
+        assert "one-shot limit (1365 B)" in small[1], small
         assert large[0] == "shm_two_shot", large
         assert picks == OTHER_PICKS, picks
         assert big_reduce[0] == "ring", big_reduce
-    res = all_ok(on_ranks(4, lambda c: (c.shared_memory, c.explain("allreduce", count=2731)[0],
-                                        c.explain("allreduce", count=2730)[0])))
+    res = all_ok(on_ranks(4, lambda c: (c.shared_memory, c.explain("allreduce", count=342)[0],
+                                        c.explain("allreduce", count=341)[0])))
     assert res[0] == ("attached", "shm_two_shot", "shm_one_shot"), res[0]
 
 

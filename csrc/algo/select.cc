@@ -80,7 +80,10 @@ int64_t oneShotLimit(int n, const SelectPolicy& p) {
 }
 
 int64_t shmOneShotLimit(int n, const SelectPolicy& p) {
-  return p.shmOneShotBytes > 0 ? p.shmOneShotBytes : (int64_t(32) << 10) / std::max(1, n - 1);
+  // Measured on 4-16 ranks of one host: the one-shot reads N x the bytes, the
+  // two-shot 2 x at one more wait; they cross near 4 KiB / (N - 1) (see
+  // docs/benchmarks.md, shared memory).
+  return p.shmOneShotBytes > 0 ? p.shmOneShotBytes : (int64_t(4) << 10) / std::max(1, n - 1);
 }
 
 bool holds(When w, int64_t b, int n, const SelectPolicy& p) {

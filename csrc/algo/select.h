@@ -33,7 +33,7 @@ struct SelectPolicy {
   // memory when every rank is on one machine (0: any size).
   int64_t shmBytes = 0;
   // Of those, up to this many bytes take the one-shot (every rank folds all
-  // inputs); 0 means 32 KiB / (N - 1).
+  // inputs); 0 means 4 KiB / (N - 1).
   int64_t shmOneShotBytes = 0;
 };
 

@@ -26,9 +26,6 @@ void ShmAllreduceAlgorithm::run(const Call& c, AlgoEnv& env) {
     return;
   }
   ShmWorld& w = **world_;
-  // A peer that gave up on an earlier call (it timed out, it was
-  // interrupted) may still have put its part in: its notice says so first.
-  env.transport.checkIn(false);
   // Whole cache lines per round, so slices and rounds start aligned.
   const int64_t perRound = std::max<int64_t>(1, (w.roundBytes() / es) / 64 * 64);
   const int64_t rounds = (c.count + perRound - 1) / perRound;

@@ -368,6 +368,8 @@ void Communicator::tellPeersAndAbort() noexcept {
   if (verdicts_.poison(Verdicts::Kind::kError, std::string(), true) && size_ > 1 &&
       hasHostTransport())
     engines_.host().transport().sendNotice(verdicts_.abortNotice(), nullptr, 0);
+  // Peers of this machine that meet our part of a round later raise too.
+  if (board_) board_->abandon(verdicts_.abortNotice().kind);
   engines_.abortAll();
 }
 

@@ -26,6 +26,7 @@ class HostEngine : public Engine {
   void setSharedMemory(std::shared_ptr<ShmWorld> w) { shm_ = std::move(w); }
   ShmWorld* sharedMemory() const { return shm_.get(); }
 
+
  private:
   std::unique_ptr<Transport> transport_;
   std::shared_ptr<ShmWorld> shm_;  // before algorithms_, which point at it

@@ -52,6 +52,11 @@ std::string errnoText(const char* what) { return std::string(what) + ": " + std:
 struct ShmWorld::Slot {
   alignas(128) std::atomic<uint64_t> counter[2];
   std::atomic<uint64_t> fingerprint[2];  // per parity, written before kArrived
+  // Once the rank gave up: the first round of the call it was in (its parts
+  // from there on are not to be used), and its notice's kind. On the line
+  // readers load anyway.
+  std::atomic<uint64_t> abandonedFrom;
+  std::atomic<uint64_t> abandonedKind;
   alignas(128) std::atomic<uint64_t> boardGen;  // odd while being written
   std::atomic<uint64_t> boardSeq;
   std::atomic<uint64_t> boardTag;
@@ -191,6 +196,8 @@ void ShmWorld::waitAll(Counter which, uint64_t round, uint64_t fingerprint, Tran
                        const char* what) {
   auto lookAt = [&](int q) {  // true once q got there (its fingerprint checked)
     if (slot(q).counter[which].load(std::memory_order_acquire) < round) return false;
+    const uint64_t from = slot(q).abandonedFrom.load(std::memory_order_acquire);
+    if (from != 0 && round >= from) peerGaveUp(q, round, t);
     if (which == kArrived) {
       const uint64_t theirs = slot(q).fingerprint[round & 1].load(std::memory_order_relaxed);
       if (theirs != fingerprint)
@@ -229,6 +236,31 @@ void ShmWorld::waitAll(Counter which, uint64_t round, uint64_t fingerprint, Tran
   }
 }
 
+void ShmWorld::abandon(int32_t kind) noexcept {
+  Slot& s = slot(rank_);
+  if (s.abandonedFrom.load(std::memory_order_relaxed) != 0) return;
+  s.abandonedKind.store(static_cast<uint64_t>(kind), std::memory_order_relaxed);
+  // The rounds of earlier calls were whole here: peers may still finish them.
+  s.abandonedFrom.store(inCall_ ? callFirstRound_ : round_ + 1, std::memory_order_release);
+}
+
+void ShmWorld::peerGaveUp(int q, uint64_t round, Transport& t) const {
+  // Its notice, sent before it marked its slot, says why: wait a moment for
+  // it (delivering it throws the error it names).
+  const auto until = Clock::now() + std::chrono::milliseconds(200);
+  while (Clock::now() < until) {
+    t.checkIn(false);
+    std::this_thread::yield();
+  }
+  const std::string msg = "rank " + std::to_string(q) + " gave up on this communicator while " +
+                          "its part of shared-memory round " + std::to_string(round) +
+                          " was in (its notice did not come): not finishing with it";
+  const uint64_t kind = slot(q).abandonedKind.load(std::memory_order_relaxed);
+  if (kind == Notice::kAbortTimeout) throw TimeoutError(msg);
+  if (kind == Notice::kAbortMismatch) throw MismatchError(msg);
+  throw Error(msg);
+}
+
 void ShmWorld::enterCall(uint64_t seq, uint64_t tag, uint64_t history) {
   Slot& s = slot(rank_);
   const uint64_t g = s.boardGen.load(std::memory_order_relaxed);
@@ -242,6 +274,7 @@ void ShmWorld::enterCall(uint64_t seq, uint64_t tag, uint64_t history) {
   myTag_ = tag;
   myHistory_ = history;
   inCall_ = true;
+  callFirstRound_ = round_ + 1;
 }
 
 void ShmWorld::checkPeer(int q) const {

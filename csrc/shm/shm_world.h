@@ -67,6 +67,12 @@ class ShmWorld {
   // fingerprint differs.
   void waitAll(Counter which, uint64_t round, uint64_t fingerprint, Transport& t, const char* what);
 
+  // This rank gave up (it timed out, was interrupted, aborted; `kind` is
+  // its abort notice's): a peer that meets its part of a round of the call
+  // it gave up in (or a later one) raises instead of finishing with it, with
+  // the notice's error once it arrives. Earlier calls' rounds stay good.
+  void abandon(int32_t kind) noexcept;
+
   // The board: this rank is in collective `seq` with fingerprint `tag`,
   // after collectives whose fingerprints hash to `history` (a rooted call
   // whose ranks disagreed on the root can end with no rank seeing a wrong
@@ -82,6 +88,7 @@ class ShmWorld {
   ShmWorld(int rank, int size, int64_t roundBytes, void* base, size_t bytes);
   Slot& slot(int q) const;
   void checkPeer(int q) const;
+  [[noreturn]] void peerGaveUp(int q, uint64_t round, Transport& t) const;
 
   int rank_, size_;
   int64_t roundBytes_;
@@ -89,6 +96,7 @@ class ShmWorld {
   size_t bytes_;
   size_t slotStride_;
   uint64_t round_ = 0;
+  uint64_t callFirstRound_ = 0;  // the first round of the call entered last
   uint64_t mySeq_ = 0, myTag_ = 0, myHistory_ = 0;  // what this rank last put on the board
   bool inCall_ = false;
 };

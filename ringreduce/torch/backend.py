@@ -63,6 +63,27 @@ class RingReduceProcessGroup(RootedOps, dist.ProcessGroup):
     def getBackendName(self) -> str:
         return BACKEND_NAME
 
+    # torch keeps a group's name and description in its C++ backends, which a
+    # Python process group has none of; DeviceMesh (FSDP2, DTensor) reads them.
+    def _set_group_name(self, name: str) -> None:
+        self._rr_group_name = name
+
+    @property
+    def group_name(self) -> str:
+        name = getattr(self, "_rr_group_name", None)
+        if name is None:
+            name = dist.distributed_c10d._world.pg_names.get(self)
+        if name is None:
+            raise RuntimeError("ProcessGroup name not set")
+        return name
+
+    def _set_group_desc(self, desc: str) -> None:
+        self._rr_group_desc = desc
+
+    @property
+    def group_desc(self) -> str:
+        return getattr(self, "_rr_group_desc", "undefined")
+
     def __repr__(self) -> str:
         return f"RingReduceProcessGroup(rank={self.rank()}, size={self.size()})"
 

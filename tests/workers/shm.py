@@ -1,7 +1,10 @@
 """Shared memory over real processes: attached by default, chosen by size,
-the same bits on every rank, and off on request. Every rank prints one
-RESULT line."""
+the same bits on every rank, and off on request. Rank 0 prints one RESULT
+line per rank."""
+import hashlib
 import json
+
+from mpi4py import MPI
 
 import numpy as np
 
@@ -11,7 +14,7 @@ from common import digest
 comm = rr.init(timeout=60)
 r, n = comm.rank, comm.size
 wrong, digests = 0, []
-for count in (1, 7, 1000, 2731, 70000, 1 << 20):
+for count in (1, 7, 400, 1000, 70000, 1 << 20):
     parts = [np.random.default_rng(7 + q).standard_normal(count).astype(np.float32) for q in range(n)]
     y = comm.allreduce(parts[r].copy())
     ref = parts[0].copy()
@@ -25,7 +28,10 @@ report = {
     "small": comm.explain("allreduce", count=8)[0],
     "large": comm.explain("allreduce", count=1 << 20)[0],
     "off": off.shared_memory, "off_algo": off.explain("allreduce", count=8)[0],
-    "wrong": wrong, "digest": "".join(digests),
+    "wrong": wrong, "digest": hashlib.sha256("".join(digests).encode()).hexdigest()[:16],
 }
 off.finalize()
-print("RESULT " + json.dumps(report), flush=True)
+everyone = MPI.COMM_WORLD.gather(report, root=0)
+if r == 0:
+    for rep in everyone:
+        print("RESULT " + json.dumps(rep), flush=True)
