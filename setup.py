@@ -49,7 +49,7 @@ CORE_SOURCES = [
     "csrc/transport/loopback_transport.cc",
     "csrc/comm/communicator.cc",
     "csrc/comm/finalize.cc",
-    "csrc/comm/shared_memory.cc",
+    "csrc/comm/setup.cc",
     "csrc/comm/engines.cc",
     "csrc/comm/identity.cc",
     "csrc/comm/inflight.cc",

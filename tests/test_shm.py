@@ -75,7 +75,7 @@ def test_peer_in_another_collective_is_a_mismatch_not_a_timeout(world4, other):
     res, took = timed(world4, fn)
     assert set(kinds(res)) == {"CollectiveMismatch"}, res
     assert took < T, f"{took:.1f} s"
-    assert any("runs another call" in str(e) for e in res), res
+    assert any("call differs (as collective #0)" in str(e) for e in res), res
 
 
 def test_refusing_rank_frees_the_others(world4):

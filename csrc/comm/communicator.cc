@@ -8,7 +8,6 @@
 #include "comm/preflight.h"
 #include "comm/validate.h"
 #include "common/errors.h"
-#include "ring/ring_allreduce.h"
 
 namespace rr {
 
@@ -38,7 +37,17 @@ Communicator::~Communicator() {
 }
 
 void Communicator::hook(Transport& t) {
-  t.setNoticeHandler([this](const Notice& n) { verdicts_.raise(n); });
+  t.setNoticeHandler([this](const Notice& n) {
+    if (!quietNotices_) return verdicts_.raise(n);
+    // In a setup exchange: a fast peer may already have failed its first
+    // call on this communicator. The exchange still completes (that peer's
+    // part of it did); the first call here raises the peer's error.
+    try {
+      verdicts_.raise(n);
+    } catch (Error& e) {
+      verdicts_.poison(Verdicts::kindOf(e), e.what(), false);
+    }
+  });
   t.setWaitHook([this] {
     if (abandon_.load(std::memory_order_relaxed)) throw Error(abandonWhy_);
     if (opt_.interruptCheck) opt_.interruptCheck();
@@ -320,42 +329,6 @@ bool Communicator::progressInFlight() {
     inFlight_.failAll(verdicts_.error());
   }
   return p.progressed;
-}
-
-std::vector<std::string> Communicator::allgatherBytes(const std::string& mine, bool setup) {
-  if (size_ == 1) return {mine};
-  RR_CHECK_ARG(hasHostTransport(), "allgatherBytes needs a host transport");
-  Call call;
-  call.coll = Coll::kBootstrap;
-  call.dtype = DType::kUInt8;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (closing_) RR_THROW(Error, "communicator is finalized");
-    if (setup) {
-      // Numbered apart from the calls, so users' calls keep their numbers;
-      // the root field keeps its fingerprint apart from numbered bootstraps.
-      call.seq = setupSeq_++;
-      call.root = 1;
-    } else {
-      assignSequence(call);
-    }
-  }
-  std::vector<std::string> out;
-  runExclusive([&] {
-    try {
-      Engine& host = engines_.host();
-      host.transport().setDeadline(deadlineFromNow());
-      host.transport().setTag(tagOf(call), Channel::kCollective);
-      RingOptions ro;
-      ro.chunkBytes = opt_.chunkBytes;
-      out = Ring(host.transport(), host.reducer(), host.workspace(), ro).allgatherBytes(mine);
-    } catch (Error& e) {
-      e.addContext(describe(call));
-      poison(Verdicts::kindOf(e), e.what());
-      throw;
-    }
-  }, /*afterQueue=*/true);
-  return out;
 }
 
 // Caller holds the busy token, so it may use the host transport.

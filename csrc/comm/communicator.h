@@ -152,6 +152,7 @@ class Communicator {
   std::condition_variable cv_;
   uint64_t nextSeq_ = 0;
   uint64_t setupSeq_ = 0;  // setup exchanges (allgatherBytes(.., true))
+  bool quietNotices_ = false;  // in a setup exchange: a peer's notice poisons, never throws
   std::vector<uint64_t> sendSeq_, recvSeq_;  // point-to-point, per peer
   std::deque<Item> queue_;
   InFlightTransfers inFlight_;

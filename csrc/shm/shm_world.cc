@@ -51,7 +51,10 @@ std::string errnoText(const char* what) { return std::string(what) + ": " + std:
 // from the data, so polling them does not fight the writes of the bytes.
 struct ShmWorld::Slot {
   alignas(128) std::atomic<uint64_t> counter[2];
-  std::atomic<uint64_t> fingerprint[2];  // per parity, written before kArrived
+  // Per parity, written before kArrived: the call's fingerprint mixed with
+  // the rank's history (shown as they are on the board), so one load of
+  // this line checks both.
+  std::atomic<uint64_t> fingerprint[2];
   // Once the rank gave up: the first round of the call it was in (its parts
   // from there on are not to be used), and its notice's kind. On the line
   // readers load anyway.
@@ -188,7 +191,8 @@ char* ShmWorld::result(int q, uint64_t round) const {
 
 void ShmWorld::publish(Counter which, uint64_t round, uint64_t fingerprint) {
   Slot& s = slot(rank_);
-  if (which == kArrived) s.fingerprint[round & 1].store(fingerprint, std::memory_order_relaxed);
+  if (which == kArrived)
+    s.fingerprint[round & 1].store(roundTag(fingerprint), std::memory_order_relaxed);
   s.counter[which].store(round, std::memory_order_release);
 }
 
@@ -200,10 +204,13 @@ void ShmWorld::waitAll(Counter which, uint64_t round, uint64_t fingerprint, Tran
     if (from != 0 && round >= from) peerGaveUp(q, round, t);
     if (which == kArrived) {
       const uint64_t theirs = slot(q).fingerprint[round & 1].load(std::memory_order_relaxed);
-      if (theirs != fingerprint)
+      if (theirs != roundTag(fingerprint)) {
+        checkPeer(q);  // the board names the difference while q is in this call
         RR_THROW(MismatchError, "rank " + std::to_string(q) + "'s call differs (" + what +
-                                    "): " + fp::difference(fingerprint, theirs, 64));
-      checkPeer(q);  // the calls before this one, while q is still in it
+                                    "): this rank is in " + fp::describe(fingerprint, 64) +
+                                    "; rank " + std::to_string(q) + " is in another call, or "
+                                    "ran an earlier one with other arguments");
+      }
     }
     return true;
   };
@@ -234,6 +241,10 @@ void ShmWorld::waitAll(Counter which, uint64_t round, uint64_t fingerprint, Tran
       lastHook = now;
     }
   }
+}
+
+uint64_t ShmWorld::roundTag(uint64_t fingerprint) const {
+  return fingerprint ^ fp::mix(myHistory_ ^ 0x5348u);
 }
 
 void ShmWorld::abandon(int32_t kind) noexcept {
@@ -290,12 +301,12 @@ void ShmWorld::checkPeer(int q) const {
     if (s.boardGen.load(std::memory_order_relaxed) != g1) continue;
     if (g1 == 0 || seq != mySeq_) return;  // not in this call (yet, or any more)
     if (tag != myTag_)
-      RR_THROW(MismatchError, "rank " + std::to_string(q) + " runs another call as collective #" +
-                                  std::to_string(seq) + ": " + fp::difference(myTag_, tag, 64));
+      RR_THROW(MismatchError, "rank " + std::to_string(q) + "'s call differs (as collective #" +
+                                  std::to_string(seq) + "): " + fp::difference(myTag_, tag, 64));
     if (history != myHistory_)
-      RR_THROW(MismatchError, "rank " + std::to_string(q) + " ran an earlier collective with other "
-                              "arguments than this rank (a root, count or dtype differed there, "
-                              "where no message showed it)");
+      RR_THROW(MismatchError, "rank " + std::to_string(q) + "'s call differs from this rank's "
+                              "in its history: an earlier collective had other arguments there (a "
+                              "root, count or dtype), where no message showed it");
     return;
   }
 }

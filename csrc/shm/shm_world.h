@@ -80,7 +80,8 @@ class ShmWorld {
   void enterCall(uint64_t seq, uint64_t tag, uint64_t history);
   // MismatchError when a peer is in the same collective number as this rank
   // but with another fingerprint or history. Cheap; called every few
-  // milliseconds, and for every peer met in a round.
+  // milliseconds, and to name the difference when a round's tag differs
+  // (a round carries fingerprint and history mixed, so it costs nothing).
   void checkBoard() const;
 
  private:
@@ -88,6 +89,7 @@ class ShmWorld {
   ShmWorld(int rank, int size, int64_t roundBytes, void* base, size_t bytes);
   Slot& slot(int q) const;
   void checkPeer(int q) const;
+  uint64_t roundTag(uint64_t fingerprint) const;  // what a round carries
   [[noreturn]] void peerGaveUp(int q, uint64_t round, Transport& t) const;
 
   int rank_, size_;
