@@ -216,7 +216,7 @@ class Communicator:
         result (x or out), or a Work when async_op. `algo` forces an algorithm
         (see explain())."""
         if not async_op and chunk_bytes is None and algo is None:
-            done = self._allreduce_now(x, op, out)
+            done = allreduce_now(self, x, op, out)
             if done is not _SLOW:
                 return done  # the latency path: everything ran in C++
         with self._refusing(_COLL.allreduce):

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 from . import _C, settings
 from ._device import DeviceEngines
-from ._latency import _SLOW
+from ._latency import _SLOW, allreduce_now
 from .comm import Communicator
 from .errors import RingReduceError
 from .launch import LaunchInfo, detect
@@ -183,7 +183,7 @@ def allreduce(x: Any, op: str = "sum", *, out: Any = None, async_op: bool = Fals
               chunk_bytes: Optional[int] = None, algo: Optional[str] = None) -> Any:
     c = _default or _get()
     if not async_op and chunk_bytes is None and algo is None:
-        done = c._allreduce_now(x, op, out)  # the latency path, without another call layer
+        done = allreduce_now(c, x, op, out)  # the latency path, without another call layer
         if done is not _SLOW:
             return done
     return c.allreduce(x, op, out=out, async_op=async_op, chunk_bytes=chunk_bytes, algo=algo)

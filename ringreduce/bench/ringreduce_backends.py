@@ -59,7 +59,11 @@ class RingReduce(Backend):
         return str(name), str(why)
 
     def run(self, inp: Any, out: Optional[Any], op: str) -> None:
-        self.comm.allreduce(inp, op, out=out, algo=self.forced())
+        algo = self.forced()
+        if algo is None:
+            self.comm.allreduce(inp, op, out=out)  # as a user calls it
+        else:
+            self.comm.allreduce(inp, op, out=out, algo=algo)
 
     def close(self) -> None:
         comm = getattr(self, "comm", None)
