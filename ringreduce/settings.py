@@ -136,9 +136,10 @@ SETTINGS: Dict[str, Setting] = {s.name: s for s in [
     Setting("RINGREDUCE_SHM_ONE_SHOT_BYTES", 0, "bytes", _bytes,
             "Of those, up to this size every rank folds all inputs itself (one-shot); 0: "
             "4 KiB / (N-1)."),
-    Setting("RINGREDUCE_SHM_ROUND_BYTES", 256 << 10, "bytes", _bytes,
+    Setting("RINGREDUCE_SHM_ROUND_BYTES", 1 << 20, "bytes", _bytes,
             "Bytes per rank per shared-memory round (larger calls take several rounds); the "
-            "segment is about 4 x this x N."),
+            "segment is about 4 x this x N, and takes a quarter or a sixteenth of it where "
+            "/dev/shm cannot hold that."),
     Setting("RINGREDUCE_ONE_SHOT_BYTES", 0, "bytes", _bytes,
             "Device all-reduces up to this size take the IPC one-shot; 0: 1 MiB / (N-1)."),
     Setting("RINGREDUCE_GPU_RING_BYTES", 64 << 20, "bytes", _bytes,

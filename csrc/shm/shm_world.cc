@@ -78,11 +78,39 @@ ShmWorld::~ShmWorld() {
   if (base_) munmap(base_, bytes_);
 }
 
+namespace {
+
+size_t segmentBytes(int size, int64_t roundBytes) {
+  return kHeaderBytes +
+         roundUp(kSlotHeaderBytes + 4 * static_cast<size_t>(roundBytes), kPage) * static_cast<size_t>(size);
+}
+
+// Rank 0: a new segment of `bytes` named `name`, its pages reserved; -1 and
+// *err when it could not (then nothing is left behind).
+int makeSegment(const std::string& name, size_t bytes, std::string* err) {
+  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) {
+    *err = errnoText("shm_open");
+    return -1;
+  }
+  // Reserve the pages now: on a full /dev/shm a lazily grown segment would
+  // raise SIGBUS at first touch instead of an error here.
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) *err = errnoText("ftruncate");
+  else if (int e = posix_fallocate(fd, 0, static_cast<off_t>(bytes))) {
+    errno = e;
+    *err = errnoText("posix_fallocate (is /dev/shm large enough?)");
+  }
+  if (err->empty()) return fd;
+  close(fd);
+  shm_unlink(name.c_str());
+  return -1;
+}
+
+}  // namespace
+
 std::shared_ptr<ShmWorld> ShmWorld::attach(int rank, int size, int64_t roundBytes,
                                            const Exchange& exchange, std::string* why) {
   roundBytes = static_cast<int64_t>(roundUp(static_cast<size_t>(std::max<int64_t>(roundBytes, 4096)), 128));
-  const size_t stride = roundUp(kSlotHeaderBytes + 4 * static_cast<size_t>(roundBytes), kPage);
-  const size_t bytes = kHeaderBytes + stride * static_cast<size_t>(size);
   std::string name, err;
   int fd = -1;
   uint64_t cookie = 0;
@@ -93,24 +121,21 @@ std::shared_ptr<ShmWorld> ShmWorld::attach(int rank, int size, int64_t roundByte
     std::snprintf(buf, sizeof(buf), "/ringreduce-%d-%016llx", static_cast<int>(getpid()),
                   static_cast<unsigned long long>(cookie));
     name = buf;
-    fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) err = errnoText("shm_open");
-    // Reserve the pages now: on a full /dev/shm a lazily grown segment would
-    // raise SIGBUS at first touch instead of an error here.
-    else if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) err = errnoText("ftruncate");
-    else if (int e = posix_fallocate(fd, 0, static_cast<off_t>(bytes))) {
-      errno = e;
-      err = errnoText("posix_fallocate (is /dev/shm large enough?)");
+    // A /dev/shm too small for the rounds asked for (containers often give
+    // 64 MiB) still takes rounds of a quarter or a sixteenth of them.
+    const int64_t asked = roundBytes;
+    for (int tries = 0; tries < 3 && fd < 0; ++tries, roundBytes = roundBytes / 4 / 128 * 128) {
+      if (tries > 0 && roundBytes < (int64_t(64) << 10)) break;
+      err.clear();
+      fd = makeSegment(name, segmentBytes(size, roundBytes), &err);
+      if (fd >= 0) break;
     }
-    if (!err.empty()) {
-      if (fd >= 0) {
-        close(fd);
-        shm_unlink(name.c_str());
-        fd = -1;
-      }
+    if (fd < 0) {
+      roundBytes = asked;
       name.clear();
     }
   }
+  size_t bytes = segmentBytes(size, roundBytes);
   // A failed exchange (a peer gone, the deadline) leaves nothing behind.
   struct Cleanup {
     std::string name;
@@ -119,18 +144,22 @@ std::shared_ptr<ShmWorld> ShmWorld::attach(int rank, int size, int64_t roundByte
     }
   } unlinkOnThrow{rank == 0 ? name : std::string()};
   // Round 1: rank 0 says where (empty: it could not make it, and why).
-  std::vector<std::string> got = exchange(rank == 0 ? (name.empty() ? "!" + err : name + "?" +
-                                                                           std::to_string(cookie))
-                                                    : std::string());
+  std::vector<std::string> got =
+      exchange(rank == 0 ? (name.empty() ? "!" + err
+                                         : name + "?" + std::to_string(cookie) + "?" +
+                                               std::to_string(roundBytes))
+                         : std::string());
   if (got.empty() || got[0].empty() || got[0][0] == '!') {
     *why = "rank 0 could not make a shared-memory segment of " + std::to_string(bytes) +
            " bytes: " + (got.empty() || got[0].empty() ? std::string("?") : got[0].substr(1));
     return nullptr;
   }
   if (rank != 0) {
-    const size_t q = got[0].find('?');
+    const size_t q = got[0].find('?'), q2 = got[0].find('?', q + 1);
     name = got[0].substr(0, q);
-    cookie = std::stoull(got[0].substr(q + 1));
+    cookie = std::stoull(got[0].substr(q + 1, q2 - q - 1));
+    roundBytes = std::stoll(got[0].substr(q2 + 1));
+    bytes = segmentBytes(size, roundBytes);
     fd = shm_open(name.c_str(), O_RDWR, 0600);
     if (fd < 0) err = errnoText("shm_open");
     struct stat st;

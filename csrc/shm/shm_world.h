@@ -34,11 +34,12 @@ class ShmWorld {
   enum Counter { kArrived = 0, kReduced = 1 };
   // One round moves at most roundBytes() per rank. The segment is
   // size * (4 * roundBytes + a few lines).
-  static constexpr int64_t kDefaultRoundBytes = 256 << 10;
+  static constexpr int64_t kDefaultRoundBytes = 1 << 20;
 
   // Collective over `exchange` (an all-gather of a few bytes per rank, in
-  // rank order): rank 0 makes the segment, the others map it. Null, with
-  // *why set the same on every rank, when some rank could not.
+  // rank order): rank 0 makes the segment (with rounds of a quarter or a
+  // sixteenth of `roundBytes` when /dev/shm cannot hold it), the others map
+  // it. Null, with *why set the same on every rank, when some rank could not.
   using Exchange = std::function<std::vector<std::string>(const std::string&)>;
   static std::shared_ptr<ShmWorld> attach(int rank, int size, int64_t roundBytes,
                                           const Exchange& exchange, std::string* why);
