@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
 import time
 
 import numpy as np
@@ -59,7 +62,12 @@ def main() -> None:
     if world.rank == 0 and args.json:
         with open(args.json, "w") as f:
             json.dump({"ranks": world.size, "unit": "us", "rows": rows,
-                       "what": __doc__.strip().splitlines()[0]}, f, indent=1)
+                       "what": __doc__.strip().splitlines()[0],
+                       "command": " ".join([f"mpirun -np {world.size}", sys.executable] + sys.argv),
+                       "machine": {"host": platform.node(), "cpu": platform.processor(),
+                                   "cores": os.cpu_count(), "python": platform.python_version(),
+                                   "mpi": MPI.Get_library_version().splitlines()[0],
+                                   "date": time.strftime("%Y-%m-%d")}}, f, indent=1)
     comm.finalize()
 
 
