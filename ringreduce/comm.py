@@ -145,8 +145,7 @@ class Communicator:
 
     @property
     def shared_memory(self) -> str:
-        """'attached' when the host shared-memory algorithms can run (every
-        rank on this machine, RINGREDUCE_SHM on); otherwise why not."""
+        """'attached' (every rank on this machine, RINGREDUCE_SHM on), or why not."""
         return "attached" if self._impl.has_shared_memory else (self._shm_why or "not attached")
 
     @property
@@ -192,9 +191,6 @@ class Communicator:
         impl.wait(-1.0, b.stream if device_buf is not None else -1)
         return result
 
-    def _allreduce_now(self, x: Any, op: str, out: Any) -> Any:
-        return allreduce_now(self, x, op, out)
-
     def _purge(self) -> None:
         q = self._inflight
         while q and q[0][0].is_completed():
@@ -216,9 +212,7 @@ class Communicator:
         result (x or out), or a Work when async_op. `algo` forces an algorithm
         (see explain())."""
         if not async_op and chunk_bytes is None and algo is None:
-            # The latency path: everything runs in C++. NumPy arrays take it
-            # here, without another Python frame (it is most of the cost of
-            # a small call).
+            # The latency path, all in C++ (NumPy arrays: without another Python frame).
             if (type(x) is np.ndarray and (out is None or type(out) is np.ndarray)
                     and type(op) is str):
                 opi = _OP_INT.get(op)
