@@ -45,6 +45,7 @@ class RingReduce(Backend):
                 raise BackendUnavailable(f"no device engine: {type(e).__name__}: {e}") from None
         self.description = (f"ringreduce all-reduce, {self.what}; communicator backend "
                             f"{self.comm.backend!r}, chunk {self.comm.chunk_bytes} B")
+        self._algo = self.forced()  # asked once: run() is timed
 
     def forced(self) -> Optional[str]:
         return self.algo
@@ -59,11 +60,10 @@ class RingReduce(Backend):
         return str(name), str(why)
 
     def run(self, inp: Any, out: Optional[Any], op: str) -> None:
-        algo = self.forced()
-        if algo is None:
+        if self._algo is None:
             self.comm.allreduce(inp, op, out=out)  # as a user calls it
         else:
-            self.comm.allreduce(inp, op, out=out, algo=algo)
+            self.comm.allreduce(inp, op, out=out, algo=self._algo)
 
     def close(self) -> None:
         comm = getattr(self, "comm", None)
