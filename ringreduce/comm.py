@@ -14,7 +14,7 @@ from . import _C
 from ._buffers import Buffer, as_buffer, counts_array, empty_like, to_list
 from ._checks import (check_inplace, check_out, check_root, check_sizes, mark_written,
                       overlaps, segment_counts)
-from ._latency import _OP_INT, _SLOW, allreduce_now
+from ._latency import _SLOW, allreduce_now
 from .errors import CollectiveTimeout, RingReduceError
 from .launch import LaunchInfo
 
@@ -212,16 +212,9 @@ class Communicator:
         result (x or out), or a Work when async_op. `algo` forces an algorithm
         (see explain())."""
         if not async_op and chunk_bytes is None and algo is None:
-            # The latency path, all in C++ (NumPy arrays: without another Python frame).
-            if (type(x) is np.ndarray and (out is None or type(out) is np.ndarray)
-                    and type(op) is str):
-                opi = _OP_INT.get(op)
-                if opi is not None and self._impl.allreduce_host_arrays(x, out, opi):
-                    return x if out is None else out
-            else:
-                done = allreduce_now(self, x, op, out)
-                if done is not _SLOW:
-                    return done
+            done = allreduce_now(self, x, op, out)
+            if done is not _SLOW:
+                return done  # the latency path: everything ran in C++
         with self._refusing(_COLL.allreduce):
             opc = _op_code(op)
             if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or chunk_bytes < 1):

@@ -48,6 +48,42 @@ def run_mpi(np_: int, script: str | Path, *args: str, timeout: float = 240,
     return p
 
 
+LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+               "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK",
+               "PMI_SIZE")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher_free_env(extra: dict | None = None) -> dict:
+    """mpi_env(extra) without any launcher's rank variables: a launch made
+    from a test must not inherit the ones this process may have."""
+    env = mpi_env(extra)
+    for k in LAUNCH_VARS:
+        env.pop(k, None)
+    return env
+
+
+def run_launched(cmd: list, env: dict, timeout: float) -> str:
+    """Run a launch (torchrun, plain processes); a hang or a non-zero exit
+    fails the test with the output. Returns stdout."""
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout}s:\n{out[-4000:]}")
+    assert p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}\n{p.stdout[-3000:]}\n" \
+                              f"{p.stderr[-3000:]}"
+    return p.stdout
+
+
 def results(stdout: str) -> list:
     """Lines the workers print as 'RESULT {json}'."""
     return [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]

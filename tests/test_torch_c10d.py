@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MPIRUN, ROOT, WORKERS, mpi_env, run_mpi
+from conftest import (MPIRUN, ROOT, WORKERS, free_port, launcher_free_env, run_launched,
+                      run_mpi)
 
 pytest.importorskip("torch.distributed")
 
@@ -44,31 +44,12 @@ CALLS = [
 LAUNCHERS = ["mpirun", "torchrun", "plain_tcp", "plain_file"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env() -> dict:
-    env = mpi_env()
-    for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-              "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK",
-              "PMI_SIZE"):
-        env.pop(k, None)
-    return env
+    return launcher_free_env()
 
 
 def _run(cmd: list, env: dict) -> str:
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"{' '.join(cmd)} hung for {TIMEOUT}s:\n{out[-4000:]}")
-    assert p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}\n{p.stdout[-3000:]}\n" \
-                              f"{p.stderr[-3000:]}"
-    return p.stdout
+    return run_launched(cmd, env, TIMEOUT)
 
 
 def _plain(init_method: str) -> str:
@@ -107,16 +88,16 @@ def _start(launcher: str) -> str:
     if launcher == "mpirun":
         if MPIRUN is None:
             pytest.skip("mpirun not found")
-        port = str(_free_port())
+        port = str(free_port())
         return run_mpi(NRANKS, WORKER, "mpirun", timeout=TIMEOUT,
                        env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}).stdout
     if launcher == "torchrun":
         if not TORCHRUN.exists():
             pytest.skip("torchrun not found")
         return _run([str(TORCHRUN), "--nproc-per-node", str(NRANKS), "--master-port",
-                     str(_free_port()), str(WORKER), "torchrun"], _env())
+                     str(free_port()), str(WORKER), "torchrun"], _env())
     if launcher == "plain_tcp":
-        return _plain(f"tcp://127.0.0.1:{_free_port()}")
+        return _plain(f"tcp://127.0.0.1:{free_port()}")
     with tempfile.TemporaryDirectory() as d:
         return _plain(f"file://{d}/store")
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import MPIRUN, ROOT, WORKERS, mpi_env, needs_mpi, results, run_mpi
+from conftest import (MPIRUN, ROOT, WORKERS, free_port, launcher_free_env, needs_mpi,
+                      results, run_launched, run_mpi)
 
 pytest.importorskip("torch.distributed")
 
@@ -66,19 +65,8 @@ LOSS_RTOL = {2: 0.0, 4: 1e-5}
 HSDP_TOL = 1e-5  # HSDP vs FSDP on 4 ranks: other groupings of the same sums
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(extra: dict) -> dict:
-    env = mpi_env(extra)
-    for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-              "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK",
-              "PMI_SIZE"):
-        env.pop(k, None)
-    return env
+    return launcher_free_env(extra)
 
 
 def _start(launcher: str, n: int, out: str) -> str:
@@ -88,21 +76,13 @@ def _start(launcher: str, n: int, out: str) -> str:
     if launcher == "mpirun":
         if MPIRUN is None:
             pytest.skip("mpirun not found")
-        extra.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        extra.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         return run_mpi(n, WORKER, "mpirun", proofs, timeout=TIMEOUT, env=extra).stdout
     if not TORCHRUN.exists():
         pytest.skip("torchrun not found")
-    cmd = [str(TORCHRUN), "--nproc-per-node", str(n), "--master-port", str(_free_port()),
+    cmd = [str(TORCHRUN), "--nproc-per-node", str(n), "--master-port", str(free_port()),
            str(WORKER), "torchrun", proofs]
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, env=_env(extra), capture_output=True, text=True,
-                           timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        so = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"{' '.join(cmd)} hung for {TIMEOUT}s:\n{so[-4000:]}")
-    assert p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}\n{p.stdout[-3000:]}\n" \
-                              f"{p.stderr[-3000:]}"
-    return p.stdout
+    return run_launched(cmd, _env(extra), TIMEOUT)
 
 
 _cache: dict = {}

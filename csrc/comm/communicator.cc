@@ -338,11 +338,11 @@ void Communicator::poison(Verdicts::Kind kind, const std::string& msg) noexcept 
 }
 
 void Communicator::tellPeersAndAbort() noexcept {
-  if (verdicts_.poison(Verdicts::Kind::kError, std::string(), true) && size_ > 1 &&
-      hasHostTransport())
-    engines_.host().transport().sendNotice(verdicts_.abortNotice(), nullptr, 0);
+  const bool tell = verdicts_.poison(Verdicts::Kind::kError, std::string(), true);
+  const Notice notice = verdicts_.abortNotice();
+  if (tell && size_ > 1 && hasHostTransport()) engines_.host().transport().sendNotice(notice, nullptr, 0);
   // Peers of this machine that meet our part of a round later raise too.
-  if (board_) board_->abandon(verdicts_.abortNotice().kind);
+  if (board_) board_->abandon(notice.kind);
   engines_.abortAll();
 }
 

@@ -24,7 +24,6 @@ class HostEngine : public Engine {
   const std::vector<Algorithm*>& algorithms() override { return offered_; }
   // The ranks' shared memory on one machine (comm: attachSharedMemory), or null.
   void setSharedMemory(std::shared_ptr<ShmWorld> w) { shm_ = std::move(w); }
-  ShmWorld* sharedMemory() const { return shm_.get(); }
 
 
  private:

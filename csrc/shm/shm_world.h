@@ -34,8 +34,7 @@ class ShmWorld {
   enum Counter { kArrived = 0, kReduced = 1 };
   // One round moves at most roundBytes() per rank. The segment is
   // size * (4 * roundBytes + a few lines).
-  static constexpr int64_t kDefaultRoundBytes = 1 << 20;
-
+  //
   // Collective over `exchange` (an all-gather of a few bytes per rank, in
   // rank order): rank 0 makes the segment (with rounds of a quarter or a
   // sixteenth of `roundBytes` when /dev/shm cannot hold it), the others map
