@@ -452,3 +452,36 @@ def test_summary_lines_name_the_sizes_that_ran():
     assert "at 8 (1 sizes of the 8..64K target range)" in timel
     (launch,) = report.summary_lines(oop, "ringreduce", "launch")
     assert "target <= 1.3x" in launch
+
+
+def test_mpi_views_never_mix_up_two_buffers():
+    """The MPI row keeps NumPy views of its buffers between calls. Two
+    buffers whose pointer and length once folded into one equal number got
+    one view: on that rank MPI then reduced the old buffer with the old count,
+    and its peers waited for it forever."""
+    from ringreduce.bench.mpi_backends import Mpi
+
+    class Fake:
+        def __init__(self, ptr, n, dtype="float32"):
+            self.ptr, self.n, self.dtype = ptr, n, dtype
+            self.array = np.zeros(n, dtype=np.float32)
+
+        def data_ptr(self):
+            return self.ptr
+
+        def numel(self):
+            return self.n
+
+        def numpy(self):
+            return self.array
+
+    backend = Mpi.__new__(Mpi)
+    backend._views = {}
+    # 0x10C0 ^ (32 << 1) == 0x1000 ^ (64 << 1) == 0x1080: one number under the old fold
+    a, b = Fake(0x10C0, 32), Fake(0x1000, 64)
+    assert a.ptr ^ (a.n << 1) == b.ptr ^ (b.n << 1)
+    assert backend._np(a) is a.array
+    assert backend._np(b) is b.array
+    assert backend._np(a) is a.array
+    c = Fake(0x10C0, 32, "int32")  # same memory, another dtype: another view
+    assert backend._np(c) is c.array

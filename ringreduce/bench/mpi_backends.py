@@ -58,10 +58,14 @@ class Mpi(Backend):
                     "avg": MPI.SUM}
         self.description = (f"MPI_Allreduce via mpi4py ({self.ctx.control.mpi_version or 'MPI'}; "
                             f"{transport_note()})")
-        self._views: Dict[int, Any] = {}
+        self._views: Dict[tuple, Any] = {}
 
     def _np(self, t: Any) -> Any:
-        key = t.data_ptr() ^ (t.numel() << 1)
+        # The whole identity of the memory: a key that folds pointer and
+        # length into one number lets two buffers collide, and then MPI gets
+        # an old buffer's view and count on one rank (the others wait for it
+        # forever).
+        key = (t.data_ptr(), t.numel(), t.dtype)
         v = self._views.get(key)
         if v is None:
             if len(self._views) >= 4:  # only the current size's buffers: free old ones
