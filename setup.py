@@ -53,6 +53,7 @@ CORE_SOURCES = [
     "csrc/comm/engines.cc",
     "csrc/comm/identity.cc",
     "csrc/comm/inflight.cc",
+    "csrc/comm/p2p.cc",
     "csrc/comm/verdicts.cc",
     "csrc/comm/watchdog.cc",
     "csrc/comm/factory.cc",

@@ -179,6 +179,8 @@ Call makeCall(Coll coll, uintptr_t in, uintptr_t out, int64_t count, DType dtype
   return c;
 }
 
+py::tuple spanTuple(const Span& sp) { return py::make_tuple(sp.offset, sp.count); }
+
 template <class E, int N, const char* (*Name)(E)>
 void bindEnum(py::module_& m, const char* pyName, const char* doc) {
   py::enum_<E> e(m, pyName, doc);
@@ -217,6 +219,7 @@ PYBIND11_MODULE(_C, m) {
   bindEnum<DType, kNumDTypes, dtypeName>(m, "DType", "Element types (names as NumPy/torch spell them).");
   bindEnum<ReduceOp, kNumOps, opName>(m, "ReduceOp", "Reduction operators.");
   bindEnum<Coll, kNumColls, collName>(m, "Coll", "Collectives.");
+  m.attr("ANY_SOURCE") = kAnySource;  // the peer of a receive from any source
 
 #ifdef RR_HAVE_MPI
   m.attr("has_mpi") = true;
@@ -277,7 +280,8 @@ PYBIND11_MODULE(_C, m) {
   py::class_<Work, std::shared_ptr<Work>>(m, "Work")
       .def("wait", &Work::wait, py::arg("timeout") = -1.0, py::arg("stream") = -1,
            py::call_guard<py::gil_scoped_release>())
-      .def("is_completed", &Work::isCompleted, py::call_guard<py::gil_scoped_release>());
+      .def("is_completed", &Work::isCompleted, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("source", &Work::source);
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
       .def_static("self_world", [](const Options& o) { return makeSelfCommunicator(withHooks(o)); },
@@ -335,9 +339,10 @@ PYBIND11_MODULE(_C, m) {
           [](Communicator& c, Coll coll, uintptr_t in, uintptr_t out, int64_t count, DType dtype,
              ReduceOp op, int root, int peer, std::vector<int64_t> counts,
              std::vector<int64_t> recvCounts, int device, uintptr_t stream, int64_t chunkBytes,
-             std::string algo, bool async) {
+             std::string algo, bool async, int64_t tag) {
             Call call = makeCall(coll, in, out, count, dtype, op, root, peer, std::move(counts),
                                  std::move(recvCounts), device, stream, chunkBytes, std::move(algo));
+            call.userTag = tag;
             markCapture(call);
             return c.submit(std::move(call), async);
           },
@@ -346,7 +351,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("peer") = -1, py::arg("counts") = std::vector<int64_t>(),
           py::arg("recv_counts") = std::vector<int64_t>(), py::arg("device") = -1,
           py::arg("stream") = 0, py::arg("chunk_bytes") = 0, py::arg("algo") = "",
-          py::arg("async_op") = false, py::call_guard<py::gil_scoped_release>())
+          py::arg("async_op") = false, py::arg("tag") = 0, py::call_guard<py::gil_scoped_release>())
       .def(
           "explain",
           [](Communicator& c, Coll coll, int64_t count, DType dtype, ReduceOp op, int root,
@@ -362,7 +367,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("device") = -1, py::arg("algo") = "",
           "(algorithm, why) for a call of this shape.")
       .def("refuse", &Communicator::refuse, py::arg("coll"), py::arg("peer"), py::arg("why"),
-           py::call_guard<py::gil_scoped_release>())
+           py::arg("tag") = 0, py::call_guard<py::gil_scoped_release>())
       .def("allgather_bytes",
            [](Communicator& c, const py::bytes& mine) {
              std::string s = mine;
@@ -420,14 +425,8 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<int64_t, int, int64_t>(), py::arg("count"), py::arg("world_size"),
            py::arg("chunk_elems"))
       .def_property_readonly("chunks_per_segment", &RingSchedule::chunksPerSegment)
-      .def("segment", [](const RingSchedule& s, int seg) {
-        Span sp = s.segment(seg);
-        return py::make_tuple(sp.offset, sp.count);
-      })
-      .def("chunk", [](const RingSchedule& s, int seg, int64_t c) {
-        Span sp = s.chunk(seg, c);
-        return py::make_tuple(sp.offset, sp.count);
-      })
+      .def("segment", [](const RingSchedule& s, int seg) { return spanTuple(s.segment(seg)); })
+      .def("chunk", [](const RingSchedule& s, int seg, int64_t c) { return spanTuple(s.chunk(seg, c)); })
       .def("rs_send_segment", &RingSchedule::rsSendSegment)
       .def("rs_recv_segment", &RingSchedule::rsRecvSegment)
       .def("ag_send_segment", &RingSchedule::agSendSegment)

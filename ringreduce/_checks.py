@@ -28,6 +28,11 @@ def check_root(root: Any, size: int, what: str = "root") -> None:
         raise ValueError(f"{what} must be a rank in [0, {size}), got {root!r}")
 
 
+def check_tag(tag: Any) -> None:
+    if not isinstance(tag, int) or isinstance(tag, bool) or not -(1 << 63) <= tag < (1 << 63):
+        raise ValueError(f"tag must be an integer that fits 64 bits, got {tag!r}")
+
+
 def check_inplace(b: Buffer, what: str) -> None:
     """b will be written in place."""
     if b.readonly:

@@ -15,6 +15,7 @@ from ._buffers import Buffer, as_buffer, counts_array, empty_like, to_list
 from ._checks import (check_inplace, check_out, check_root, check_sizes, mark_written,
                       overlaps, segment_counts)
 from ._latency import _SLOW, allreduce_now
+from ._p2p import PointToPoint
 from .errors import CollectiveTimeout, RingReduceError
 from .launch import LaunchInfo
 
@@ -63,6 +64,13 @@ class Work:
     def is_completed(self) -> bool:
         return self._impl.is_completed()
 
+    @property
+    def source(self) -> Optional[int]:
+        """A receive: the rank the message came from (None until a receive
+        from any source has been matched; None for other calls)."""
+        s = self._impl.source
+        return s if s >= 0 else None
+
 
 def _current_stream(b: Buffer) -> int:
     # The stream current *now* on the waiting thread, as torch does.
@@ -77,7 +85,7 @@ def _current_stream(b: Buffer) -> int:
     return b.stream
 
 
-class Communicator:
+class Communicator(PointToPoint):
     """A group of ranks that run collectives together.
 
     Buffers are NumPy arrays, torch tensors (CPU or CUDA) or CuPy arrays,
@@ -154,21 +162,22 @@ class Communicator:
 
     # -- plumbing ---------------------------------------------------------------
     @contextlib.contextmanager
-    def _refusing(self, coll: "_C.Coll", peer: int = -1) -> Iterator[None]:
+    def _refusing(self, coll: "_C.Coll", peer: int = -1, tag: Any = 0) -> Iterator[None]:
         """Bad arguments raise here; the call's place in the sequence is used
         up and the peers are told, so none of them waits for this rank."""
         try:
             yield
         except (TypeError, ValueError, RuntimeError) as e:
             if not isinstance(e, RingReduceError):
-                self._impl.refuse(coll, peer, f"{type(e).__name__}: {e}")
+                ok_tag = tag if isinstance(tag, int) and -(1 << 63) <= tag < (1 << 63) else 0
+                self._impl.refuse(coll, peer, f"{type(e).__name__}: {e}", ok_tag)
             raise
 
     def _submit(self, coll: "_C.Coll", b: Buffer, ob: Optional[Buffer], count: int, *,
                 op: Any = None, root: int = 0, peer: int = -1, counts: Sequence[int] = (),
                 recv_counts: Sequence[int] = (), async_op: bool = False,
                 chunk_bytes: Optional[int] = None, algo: Optional[str] = None, result: Any = None,
-                keep: tuple = ()) -> Any:
+                keep: tuple = (), tag: int = 0) -> Any:
         if b.device >= 0:
             try:
                 self._devices.ensure(b)
@@ -179,7 +188,7 @@ class Communicator:
         impl = self._impl.submit(
             coll, b.ptr, ob.ptr if ob is not None else 0, count, b.code,
             op if op is not None else _OPS["sum"], root, peer, list(counts), list(recv_counts),
-            b.device, b.stream, int(chunk_bytes or 0), algo or "", async_op)
+            b.device, b.stream, int(chunk_bytes or 0), algo or "", async_op, tag)
         device_buf = b if b.device >= 0 else None
         if async_op or device_buf is not None or coll in (_COLL.send, _COLL.recv):
             self._inflight.append((impl, (b, ob) + keep))
@@ -388,23 +397,6 @@ class Communicator:
         mark_written(ob)
         return self._submit(_COLL.all_to_all, b, ob, b.count, counts=splits,
                             recv_counts=recv_splits, async_op=async_op, result=ob.obj)
-
-    def send(self, x: Any, dst: int, *, async_op: bool = False) -> Any:
-        """Send x to rank dst (which calls recv). Returns None, or a Work."""
-        with self._refusing(_COLL.send, dst if isinstance(dst, int) else -1):
-            check_root(dst, self.size, "dst")
-            b = as_buffer(x)
-        return self._submit(_COLL.send, b, None, b.count, peer=dst, async_op=async_op)
-
-    def recv(self, x: Any, src: int, *, async_op: bool = False) -> Any:
-        """Receive into x, in place, what rank src sends. Returns x, or a Work."""
-        with self._refusing(_COLL.recv, src if isinstance(src, int) else -1):
-            check_root(src, self.size, "src")
-            b = as_buffer(x)
-            check_inplace(b, "x")
-        mark_written(b)
-        return self._submit(_COLL.recv, b, b, b.count, peer=src, async_op=async_op,
-                            result=b.obj)
 
     def barrier(self) -> None:
         """Return once every rank has called barrier()."""

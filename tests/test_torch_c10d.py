@@ -36,7 +36,7 @@ CALLS = [
     "all_reduce_max_bool", "all_reduce_async", "all_reduce_coalesced", "all_gather_coalesced",
     "broadcast", "all_gather",
     "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "reduce", "reduce_max",
-    "gather", "scatter", "send_recv", "isend_irecv", "batch_isend_irecv", "all_to_all",
+    "gather", "scatter", "send_recv", "send_recv_tag", "recv_any_source", "isend_irecv", "batch_isend_irecv", "all_to_all",
     "all_to_all_uneven", "all_to_all_single_even", "all_to_all_single_uneven", "barrier",
     "all_gather_object", "broadcast_object_list", "gather_object", "scatter_object_list",
     "new_group_all_ranks", "new_group_rank0", "new_group_last_rank",

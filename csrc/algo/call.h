@@ -10,6 +10,10 @@
 
 namespace rr {
 
+// Call::peer of a receive from any source (resolved to a rank when the
+// first message that no other receive waits for arrives).
+constexpr int kAnySource = -2;
+
 struct Call {
   Coll coll = Coll::kAllreduce;
   const void* in = nullptr;
@@ -20,7 +24,11 @@ struct Call {
   DType dtype = DType::kFloat32;
   ReduceOp op = ReduceOp::kSum;
   int root = 0;   // broadcast, reduce, gather, scatter
-  int peer = -1;  // send, recv
+  int peer = -1;  // send, recv; kAnySource: a receive from whichever rank sends first
+  // send, recv: the caller's tag. Messages between two ranks still pair in
+  // the order they were posted; the tag is part of their fingerprint, so a
+  // send and a receive whose tags differ raise CollectiveMismatch.
+  int64_t userTag = 0;
   // Elements per rank: allgather and gather (rank q's block), scatter (the
   // block for rank q), all_to_all (what this rank sends to rank q).
   std::vector<int64_t> counts;

@@ -20,6 +20,7 @@ Communicator::Communicator(int rank, int size, std::unique_ptr<Engine> host, Opt
                "timeout must be > 0 seconds (or infinite), got " + std::to_string(opt_.timeoutSec));
   sendSeq_.assign(size, 0);
   recvSeq_.assign(size, 0);
+  recvOpen_.assign(size, 0);
   hook(engines_.host().transport());
 }
 
@@ -73,8 +74,11 @@ uint64_t Communicator::tagOf(const Call& c) const {
 
 void Communicator::assignSequence(Call& c) {
   if (c.coll == Coll::kSend) c.seq = sendSeq_.at(c.peer)++;
-  else if (c.coll == Coll::kRecv) c.seq = recvSeq_.at(c.peer)++;
-  else c.seq = nextSeq_++;
+  else if (c.coll == Coll::kRecv && c.peer == kAnySource) c.seq = 0;  // numbered once resolved
+  else if (c.coll == Coll::kRecv) {
+    c.seq = recvSeq_.at(c.peer)++;
+    ++recvOpen_.at(c.peer);
+  } else c.seq = nextSeq_++;
 }
 
 int64_t Communicator::chunkFor(const Call& call, const Engine& engine) const {
@@ -105,7 +109,8 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
     RR_THROW(Error, "this communicator was created in the parent process; a forked child "
                     "cannot use it (create a new communicator in the child)");
   if (closing_) RR_THROW(Error, "communicator is finalized; call ringreduce.init() again");
-  if (isP2p(call.coll) && (call.peer < 0 || call.peer >= size_))
+  if (isP2p(call.coll) && !(call.coll == Coll::kRecv && call.peer == kAnySource) &&
+      (call.peer < 0 || call.peer >= size_))
     RR_THROW(ArgumentError, std::string(call.coll == Coll::kSend ? "dst" : "src") +
                                 " must be a rank in [0, " + std::to_string(size_) + "), got " +
                                 std::to_string(call.peer));
@@ -151,10 +156,11 @@ std::shared_ptr<Work> Communicator::submit(Call call, bool async) {
   return work;
 }
 
-void Communicator::refuse(Coll coll, int peer, const std::string& why) {
+void Communicator::refuse(Coll coll, int peer, const std::string& why, int64_t userTag) {
   Call call;
   call.coll = coll;
   call.peer = peer;
+  call.userTag = userTag;
   call.dtype = DType::kUInt8;
   std::lock_guard<std::mutex> lk(mu_);
   if (closing_ || forkGeneration() != forkGeneration_) return;
@@ -167,8 +173,13 @@ void Communicator::refuse(Coll coll, int peer, const std::string& why) {
 }
 
 void Communicator::announceRefusal(const Call& call, const std::string& why) {
-  const uint64_t tag = tagOf(call);
   const bool p2p = isP2p(call.coll);
+  if (call.coll == Coll::kRecv && call.peer != kAnySource) {
+    std::lock_guard<std::mutex> lk(mu_);
+    --recvOpen_.at(call.peer);  // it will never take a message
+  }
+  if (call.coll == Coll::kRecv && call.peer == kAnySource) return;  // no peer waits for it
+  const uint64_t tag = tagOf(call);
   verdicts_.recordRefusal(call.seq, tag, p2p);
   if (!hasHostTransport() || size_ == 1) return;
   Notice n = Verdicts::refusalNotice(call.seq, tag, p2p, describe(call) + " was refused there: " + why);
@@ -197,6 +208,9 @@ void Communicator::execute(const Item& item) {
       throw;
     }
     Engine& engine = engines_.forCall(call);
+    if (call.coll == Coll::kRecv && call.peer == kAnySource && !engine.transport().canProbe())
+      RR_THROW(ArgumentError, "recv from any source: the " + engine.transport().name() +
+                                  " transport cannot look for waiting messages; name the source");
     const auto deadline = deadlineFromNow();
     const uint64_t tag = tagOf(call);
     const Channel ch = isP2p(call.coll) ? Channel::kPointToPoint : Channel::kCollective;
@@ -300,37 +314,6 @@ void Communicator::compareWithNeighbours() {
   t.wait(t.start(&s, 1, &r, 1));
 }
 
-void Communicator::executeP2p(const Call& call, Engine& engine, const std::shared_ptr<Work>& work,
-                              Clock::time_point deadline) {
-  Transport& t = engine.transport();
-  const bool send = call.coll == Coll::kSend;
-  Xfer x{call.peer, send ? const_cast<void*>(call.in) : call.out,
-         static_cast<size_t>(bytesOf(call, call.count))};
-  const Issue issue{call.stream, false, false};
-  engine.begin(issue);
-  Transport::ExchangeId id = t.start(send ? &x : nullptr, send ? 1 : 0, send ? nullptr : &x, send ? 0 : 1);
-  if (engine.device() >= 0) {  // ordered on the device stream
-    t.wait(id);
-    finishDevice(engine.end(issue), *work, deadline, call);
-    return;
-  }
-  inFlight_.add(t, id, work, deadline, describe(call));
-}
-
-// Tests every point-to-point exchange once. Caller holds the busy token.
-bool Communicator::progressInFlight() {
-  InFlightTransfers::Progress p = inFlight_.progress();
-  if (p.error) {
-    try {
-      std::rethrow_exception(p.error);
-    } catch (Error& e) {
-      poison(Verdicts::kindOf(e), e.what());
-    }
-    inFlight_.failAll(verdicts_.error());
-  }
-  return p.progressed;
-}
-
 // Caller holds the busy token, so it may use the host transport.
 void Communicator::poison(Verdicts::Kind kind, const std::string& msg) noexcept {
   verdicts_.poison(kind, msg, false);
@@ -375,7 +358,7 @@ void Communicator::workerLoop() {
   std::unique_lock<std::mutex> lk(mu_);
   auto idle = std::chrono::microseconds(20);
   for (;;) {
-    const bool work = !queue_.empty(), transfers = !inFlight_.empty();
+    const bool work = !queue_.empty(), transfers = !inFlight_.empty() || !anyRecvs_.empty();
     if ((work || transfers) && !busy_) {
       busy_ = true;
       Item item;

@@ -91,7 +91,7 @@ class Communicator {
   // peers' version of this one, and the peers it would have talked to are
   // told: if they went ahead, they raise CollectiveMismatch instead of
   // waiting. Ranks that all refuse alike keep a usable communicator.
-  void refuse(Coll coll, int peer, const std::string& why);
+  void refuse(Coll coll, int peer, const std::string& why, int64_t userTag = 0);
 
   // Collective: maps one shared-memory segment into every rank (they must
   // all be on this machine) for the host shared-memory algorithms, rounds of
@@ -132,6 +132,11 @@ class Communicator {
                     const Call& call);
   void announceRefusal(const Call& call, const std::string& why);
   bool progressInFlight();
+  // Receives from any source, in submission order: each takes a rank once a
+  // message from it waits that no receive from it submitted earlier is
+  // still expecting. Caller holds the busy token; true when one resolved.
+  bool resolveAnySources();
+  void failPointToPoint(Verdicts::Kind kind, const std::string& msg);
   void compareWithNeighbours();
   int64_t chunkFor(const Call& call, const Engine& engine) const;
   Clock::time_point deadlineFromNow() const;
@@ -154,6 +159,17 @@ class Communicator {
   uint64_t setupSeq_ = 0;  // setup exchanges (allgatherBytes(.., true))
   bool quietNotices_ = false;  // in a setup exchange: a peer's notice poisons, never throws
   std::vector<uint64_t> sendSeq_, recvSeq_;  // point-to-point, per peer
+  // Per peer: receives from it submitted and not yet ended. A receive from
+  // any source never takes a rank that an earlier receive is waiting on.
+  std::vector<int64_t> recvOpen_;
+  struct AnyRecv {
+    Call call;
+    std::shared_ptr<Work> work;
+    Engine* engine;
+    Clock::time_point deadline;
+  };
+  std::deque<AnyRecv> anyRecvs_;  // under mu_
+  int anyNext_ = 0;               // where the next look for a source starts
   std::deque<Item> queue_;
   InFlightTransfers inFlight_;
   bool busy_ = false;

@@ -25,7 +25,7 @@ void Communicator::finalize() noexcept {
     closing_ = true;
     // In-flight work gets its timeout to finish; then waits give up.
     const auto until = deadlineFromNow();
-    while (!(queue_.empty() && inFlight_.empty() && !busy_)) {
+    while (!(queue_.empty() && inFlight_.empty() && anyRecvs_.empty() && !busy_)) {
       if (!worker_.joinable() && !busy_) break;  // nobody would run the queue
       if (Clock::now() > until) {
         abandonWhy_ = "the communicator was finalized while this call was in flight";
@@ -46,8 +46,11 @@ void Communicator::finalize() noexcept {
     if (q.work)
       q.work->markFailed(std::make_exception_ptr(Error("communicator was finalized before this call ran")));
   queue_.clear();
-  inFlight_.failAll(std::make_exception_ptr(
-      Error("communicator was finalized while this transfer was in flight")));
+  const auto gone = std::make_exception_ptr(
+      Error("communicator was finalized while this transfer was in flight"));
+  for (auto& a : anyRecvs_) a.work->markFailed(gone);
+  anyRecvs_.clear();
+  inFlight_.failAll(gone);
   lk.unlock();
   engines_.clear();
   lk.lock();

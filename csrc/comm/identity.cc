@@ -21,8 +21,14 @@ Fingerprint fingerprintOf(const Call& c, int rank, int size) {
     case Coll::kBootstrap: f.count = 0; break;
     default: f.count = c.count;
   }
-  if (c.coll == Coll::kSend) f.root = int64_t(rank) * size + c.peer;
-  else if (c.coll == Coll::kRecv) f.root = int64_t(c.peer) * size + rank;
+  // Send/recv: the pair of ranks, and the caller's tag (its low bits exact,
+  // in the op field, which a point-to-point call does not use otherwise).
+  if (isP2p(c.coll)) {
+    const int64_t pair = c.coll == Coll::kSend ? int64_t(rank) * size + c.peer
+                                               : int64_t(c.peer) * size + rank;
+    f.root = static_cast<int64_t>(fp::mix(static_cast<uint64_t>(c.userTag)) ^ static_cast<uint64_t>(pair));
+    f.op = static_cast<ReduceOp>(c.userTag & 15);
+  }
   else if (hasRoot(c.coll) || c.coll == Coll::kAllreduce)
     f.root = c.root;  // allreduce: 0, or sharded_ps's number of servers
   return f;
@@ -37,7 +43,10 @@ std::string describeCall(const Call& c, int rank) {
   if (reducesData(c.coll)) s += std::string(", ") + opName(c.op);
   if (hasRoot(c.coll)) s += ", root " + std::to_string(c.root);
   if (isP2p(c.coll))
-    s += std::string(c.coll == Coll::kSend ? ", to rank " : ", from rank ") + std::to_string(c.peer);
+    s += c.peer == kAnySource ? std::string(", from any rank")
+                              : std::string(c.coll == Coll::kSend ? ", to rank " : ", from rank ") +
+                                    std::to_string(c.peer);
+  if (isP2p(c.coll) && c.userTag != 0) s += ", tag " + std::to_string(c.userTag);
   return s + ")";
 }
 

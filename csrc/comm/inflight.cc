@@ -5,9 +5,9 @@
 namespace rr {
 
 void InFlightTransfers::add(Transport& t, Transport::ExchangeId id, std::shared_ptr<Work> work,
-                            Clock::time_point deadline, std::string what) {
+                            Clock::time_point deadline, std::string what, int recvFrom) {
   std::lock_guard<std::mutex> lk(mu_);
-  items_.push_back(Item{&t, id, std::move(work), deadline, std::move(what)});
+  items_.push_back(Item{&t, id, std::move(work), deadline, std::move(what), recvFrom});
 }
 
 bool InFlightTransfers::empty() const {
@@ -29,6 +29,7 @@ InFlightTransfers::Progress InFlightTransfers::progress() {
       f.transport->setDeadline(f.deadline);
       if (f.transport->test(f.id)) {
         f.work->markDone(nullptr);
+        if (f.recvFrom >= 0) p.recvsDone.push_back(f.recvFrom);
         p.progressed = true;
         continue;
       }

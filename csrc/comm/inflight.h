@@ -17,8 +17,9 @@ namespace rr {
 
 class InFlightTransfers {
  public:
+  // recvFrom: the peer of a receive (-1 for a send), reported when it ends.
   void add(Transport& t, Transport::ExchangeId id, std::shared_ptr<Work> work,
-           Clock::time_point deadline, std::string what);
+           Clock::time_point deadline, std::string what, int recvFrom = -1);
   bool empty() const;
   // Tests each transfer once (the caller may use the transports). Completed
   // ones finish their Work. The first failure fails its Work and is returned
@@ -26,6 +27,7 @@ class InFlightTransfers {
   struct Progress {
     bool progressed = false;
     std::exception_ptr error;
+    std::vector<int> recvsDone;  // the peers of the receives that completed
   };
   Progress progress();
   void failAll(const std::exception_ptr& e);
@@ -37,6 +39,7 @@ class InFlightTransfers {
     std::shared_ptr<Work> work;
     Clock::time_point deadline;
     std::string what;
+    int recvFrom;
   };
   mutable std::mutex mu_;
   std::vector<Item> items_;

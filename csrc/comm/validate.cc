@@ -71,6 +71,12 @@ void validateCall(const Call& c, int rank, int size) {
     case Coll::kSend:
     case Coll::kRecv:
       checkCount(c.count, c.dtype, "count");
+      if (c.coll == Coll::kRecv && c.peer == kAnySource) {
+        RR_CHECK_ARG(size > 1, "recv from any source in a world of one rank: no rank can send");
+        RR_CHECK_ARG(c.device < 0, "recv from any source takes host memory (a device buffer "
+                                   "needs its source named)");
+        break;
+      }
       checkRank(c.peer, size, c.coll == Coll::kSend ? "dst" : "src");
       RR_CHECK_ARG(c.peer != rank, std::string(c.coll == Coll::kSend ? "dst" : "src") +
                                        " must be another rank, got this rank's own " +

@@ -1,6 +1,7 @@
 // The handle of one submitted collective.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -22,6 +23,10 @@ class Work {
   void markDone(std::shared_ptr<Completion> completion);
   void markFailed(std::exception_ptr error);
   void setDeadline(Clock::time_point d) { deadline_ = d; }
+  // A receive: the rank it came from (-1 until known; a receive from any
+  // source learns it when its message is matched).
+  int source() const { return source_.load(std::memory_order_acquire); }
+  void setSource(int rank) { source_.store(rank, std::memory_order_release); }
 
  private:
   std::mutex mu_;
@@ -30,6 +35,7 @@ class Work {
   std::exception_ptr error_;
   std::shared_ptr<Completion> completion_;
   Clock::time_point deadline_ = Clock::time_point::max();
+  std::atomic<int> source_{-1};
 };
 
 }  // namespace rr

@@ -103,6 +103,8 @@ inline std::string describe(uint64_t folded, int bits) {
     s += std::string(", ") + opName(o);
   else if (c == Coll::kBroadcast || c == Coll::kGather || c == Coll::kScatter)
     s += ", root " + std::to_string(static_cast<int>(o)) + " mod 16";
+  else if (c == Coll::kSend)  // send or recv: the op field holds the tag's low bits
+    s += ", tag " + std::to_string(static_cast<int>(o)) + " mod 16";
   return s + ")";
 }
 

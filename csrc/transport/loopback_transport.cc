@@ -162,6 +162,14 @@ void LoopbackTransport::wait(ExchangeId id) {
   live_.erase(live_.begin() + i);
 }
 
+bool LoopbackTransport::probe(int peer) {
+  if (aborted_) RR_THROW(Error, "loopback transport was aborted by an earlier failure");
+  LoopbackWorld& w = *world_;
+  std::lock_guard<std::mutex> lk(w.mu_);
+  // A message stays in the box only while no receive is posted for it (match()).
+  return !w.box(rank_, peer * kNumChannels + static_cast<int>(Channel::kPointToPoint)).empty();
+}
+
 void LoopbackTransport::sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept {
   try {
     std::lock_guard<std::mutex> lk(world_->mu_);

@@ -69,6 +69,8 @@ class LoopbackTransport : public Transport {
   void wait(ExchangeId id) override;
   void sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept override;
   void abort() noexcept override;
+  bool canProbe() const override { return true; }
+  bool probe(int peer) override;
 
  protected:
   void deliverArrivedNotices() override;

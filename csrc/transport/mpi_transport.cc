@@ -333,6 +333,18 @@ void MpiTransport::poll() {
     }
 }
 
+bool MpiTransport::probe(int peer) {
+  if (aborted_) RR_THROW(Error, "MPI transport was aborted by an earlier failure");
+  checkNotices();
+  // Receives are posted only once their message is probed (matchReceives),
+  // so a message MPI still holds has no receive posted for it.
+  int flag = 0;
+  check(MPI_Iprobe(peer, MPI_ANY_TAG, comms_[static_cast<int>(Channel::kPointToPoint)], &flag,
+                   MPI_STATUS_IGNORE),
+        "MPI_Iprobe");
+  return flag != 0;
+}
+
 void MpiTransport::sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept {
   if (noticeComm_ == MPI_COMM_NULL) return;
   // Finished sends are reaped here, so the outbox stays short.

@@ -36,6 +36,8 @@ class MpiTransport : public Transport {
   bool test(ExchangeId id) override;
   void wait(ExchangeId id) override;
   void poll() override;
+  bool canProbe() const override { return true; }
+  bool probe(int peer) override;
   void sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept override;
   void abort() noexcept override;
   bool settled() const noexcept override { return stuck_ == 0; }

@@ -103,6 +103,12 @@ class Transport {
   virtual void wait(ExchangeId id) = 0;
   // Let in-flight transfers move; host transports progress only inside calls.
   virtual void poll() {}
+  // For a receive from any source: true when a message from `peer` waits on
+  // the point-to-point channel with no receive posted for it (the next one
+  // that peer sent this rank). Non-blocking. Transports that cannot look
+  // (the device ones) return false from canProbe().
+  virtual bool canProbe() const { return false; }
+  virtual bool probe(int /*peer*/) { return false; }
 
   // The ring's step: send to rank+1, receive from rank-1; either side may be
   // empty (then nothing is posted for it, not even a zero-byte message).

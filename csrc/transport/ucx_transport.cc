@@ -414,6 +414,17 @@ void UcxTransport::deliverArrivedNotices() {
   step(nullptr, 1, &events);
 }
 
+bool UcxTransport::probe(int peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_ || !worker_) RR_THROW(Error, "UCX transport was aborted by an earlier failure");
+  progressLocked();
+  // An unexpected message: no receive is posted for it (remove = 0 leaves it
+  // for the receive that follows).
+  ucp_tag_recv_info_t info{};
+  return ucp_tag_probe_nb(worker_, ucxtag::data(peer, Channel::kPointToPoint, 0), ucxtag::kDataMask,
+                          0, &info) != nullptr;
+}
+
 void UcxTransport::poll() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!aborted_ && worker_) progressLocked();

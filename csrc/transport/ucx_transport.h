@@ -138,6 +138,8 @@ class UcxTransport : public Transport {
   bool test(ExchangeId id) override;
   void wait(ExchangeId id) override;
   void poll() override;
+  bool canProbe() const override { return !deviceBuffers_; }
+  bool probe(int peer) override;
   void sendNotice(const Notice& notice, const int* peers, int numPeers) noexcept override;
   void abort() noexcept override;
 

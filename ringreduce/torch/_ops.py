@@ -86,9 +86,17 @@ def premultiplied(t: torch.Tensor, factor: Any) -> torch.Tensor:
 class Work(dist.Work):
     """A torch Work around a future that completes when ringreduce's works do."""
 
-    def __init__(self, fut: torch.futures.Future) -> None:
+    def __init__(self, fut: torch.futures.Future, source: Optional[Callable[[], Any]] = None) -> None:
         super().__init__()
         self._fut = fut
+        self._source = source  # a receive: who sent it (torch asks after a recv from any source)
+
+    def _source_rank(self) -> int:
+        # torch.distributed.recv(src=None) reads the sender here, once wait() returned.
+        got = self._source() if self._source is not None else None
+        if got is None:
+            raise ValueError("this Work is not a finished receive: it has no source rank")
+        return int(got)
 
     def wait(self, timeout: Optional[datetime.timedelta] = None) -> bool:
         # CUDA-aware futures make the current stream wait and return at once;

@@ -4,7 +4,7 @@ single-tensor forms), send and recv. A mixin of RingReduceProcessGroup,
 which provides _comm, _place, _launch and _copy_back."""
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 
@@ -137,32 +137,38 @@ class RootedOps:
         return self._launch(output_tensors[0].device, [work], finish)
 
     @staticmethod
-    def _one(tensors: List[torch.Tensor], what: str, tag: int) -> torch.Tensor:
+    def _one(tensors: List[torch.Tensor], what: str) -> torch.Tensor:
         if len(tensors) != 1:
             raise ValueError(f"{what} takes one tensor, got {len(tensors)}")
-        if tag:
-            raise ValueError(f"{what}: tags are not supported by the ringreduce backend (got tag "
-                             f"{tag}); messages between two ranks are matched in call order")
         return tensors[0]
 
+    # Tags: messages between two ranks pair in posting order, and a tag is
+    # part of each message's fingerprint, so a send and a recv whose tags
+    # differ raise (CollectiveMismatch) instead of pairing wrongly.
     @dist_errors
     def send(self, tensors: List[torch.Tensor], dstRank: int, tag: int = 0) -> Any:  # noqa: N803
-        t = self._one(tensors, "send", tag)
+        t = self._one(tensors, "send")
         x = self._place(t)
-        work = self._comm.send(x, dstRank, async_op=True)
+        work = self._comm.send(x, dstRank, tag=tag, async_op=True)
         return self._launch(t.device, [work], lambda: list(tensors))
 
     @dist_errors
     def recv(self, tensors: List[torch.Tensor], srcRank: int, tag: int = 0) -> Any:  # noqa: N803
-        t = self._one(tensors, "recv", tag)
+        return self._recv(tensors, srcRank, tag)
+
+    @dist_errors
+    def recv_anysource(self, tensors: List[torch.Tensor], tag: int = 0) -> Any:
+        if tensors and tensors[0].device.type != "cpu":
+            raise ValueError("the ringreduce backend receives from any source (src=None) into "
+                             "CPU tensors only; name the source rank for a CUDA tensor")
+        return self._recv(tensors, None, tag)
+
+    def _recv(self, tensors: List[torch.Tensor], src: Optional[int], tag: int) -> Any:
+        t = self._one(tensors, "recv")
         x = self._place(t)
-        work = self._comm.recv(x, srcRank, async_op=True)
+        work = self._comm.recv(x, src, tag=tag, async_op=True)
 
         def finish():
             self._copy_back([(t, x)])
             return list(tensors)
-        return self._launch(t.device, [work], finish)
-
-    def recv_anysource(self, tensors: List[torch.Tensor], tag: int = 0) -> Any:
-        raise ValueError("recv from any source (src=None) is not supported by the ringreduce "
-                         "backend; name the source rank")
+        return self._launch(t.device, [work], finish, source=lambda: work.source)

@@ -94,13 +94,14 @@ class RingReduceProcessGroup(RootedOps, dist.ProcessGroup):
             return t.to(torch.device("cuda", torch.cuda.current_device()))
         return t if t.is_contiguous() else t.contiguous()
 
-    def _launch(self, device: torch.device, works: Sequence[Any], finish: Callable[[], Any]):
+    def _launch(self, device: torch.device, works: Sequence[Any], finish: Callable[[], Any],
+                source: Optional[Callable[[], Any]] = None):
         def wait_all():
             for w in works:
                 w.wait()
         if device.type == "cpu" and not self._host_ok:
             device = torch.device("cuda", torch.cuda.current_device())
-        return Work(future_when_done(device, wait_all, finish))
+        return Work(future_when_done(device, wait_all, finish), source)
 
     @staticmethod
     def _copy_back(pairs: Sequence[tuple]) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from mpi4py import MPI
 
 import ringreduce as rr
-from common import DTYPES, OPS, digest, make_input, reference, to_array, to_float64, tolerance
+from common import DTYPES, OPS, point_to_point_checks, digest, make_input, reference, to_array, to_float64, tolerance
 
 kind = sys.argv[1] if len(sys.argv) > 1 else "numpy"
 chunk = int(sys.argv[2]) if len(sys.argv) > 2 else None
@@ -77,6 +77,7 @@ for count in counts:
             rr.broadcast(x, root=root)
             compare(x, vals[root], np.zeros(count), f"broadcast n={n} count={count} root={root} {dtype}")
         checked += 1
+checked += point_to_point_checks(comm, failures.append)
 rr.barrier()
 mine = {"rank": r, "size": n, "checked": checked, "failures": failures[:20], "nfail": len(failures)}
 gathered = world.gather(mine, root=0)

@@ -79,3 +79,44 @@ def digest(x) -> str:
     else:
         b = np.ascontiguousarray(x).tobytes()
     return hashlib.sha256(b).hexdigest()
+
+
+def point_to_point_checks(comm, fail) -> int:
+    """Tagged send/recv and receives from any source, on every rank of comm
+    (calls fail(message) for each wrong result). Returns the checks made."""
+    r, n = comm.rank, comm.size
+    if n < 2:
+        return 0
+    made = 0
+    # Tagged: every rank sends to every other, tag = its own rank.
+    for dst in range(n):
+        if dst == r:
+            for src in range(n):
+                if src != r:
+                    got = np.full(7, -1, np.int64)
+                    w = comm.recv(got, src, tag=src, async_op=True)
+                    w.wait()
+                    if not (got == src).all() or w.source != src:
+                        fail(f"tagged recv from {src}: {got.tolist()} (source {w.source})")
+                    made += 1
+        else:
+            comm.send(np.full(7, r, np.int64), dst, tag=r)
+    comm.barrier()
+    # From any source: rank 0 takes one message from every other rank, in
+    # whatever order they come.
+    if r == 0:
+        seen = []
+        for _ in range(n - 1):
+            got = np.full(5, -1, np.int32)
+            w = comm.recv(got, None, async_op=True)
+            w.wait()
+            seen.append(w.source)
+            if w.source is None or not (got == w.source * 10).all():
+                fail(f"recv from any source: {got.tolist()} from {w.source}")
+        if sorted(seen) != list(range(1, n)):
+            fail(f"recv from any source: sources {seen}")
+        made += 1
+    else:
+        comm.send(np.full(5, r * 10, np.int32), 0)
+    comm.barrier()
+    return made

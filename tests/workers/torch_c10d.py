@@ -207,6 +207,33 @@ def send_recv(g, name, r, n):
 
 
 @call
+def send_recv_tag(g, name, r, n):
+    to, frm = _ring_peers(r, n)
+    got = torch.empty(3)
+    ws = [dist.isend(torch.full((3,), float(r)), dst=to, group=g, tag=40 + r),
+          dist.irecv(got, src=frm, group=g, tag=40 + frm)]
+    for w in ws:
+        w.wait()
+    return vals(got), [float(frm)] * 3
+
+
+@call
+def recv_any_source(g, name, r, n):
+    # Group rank 0 takes one message from every other rank, whichever comes first.
+    me = dist.get_rank(g)
+    if me == 0:
+        got = []
+        for _ in range(n - 1):
+            t = torch.empty(2)
+            src = dist.recv(t, group=g)  # a global rank
+            got.append([src, vals(t)])
+        got.sort()
+        return got, [[dist.get_global_rank(g, q), [float(q)] * 2] for q in range(1, n)]
+    dist.send(torch.full((2,), float(me)), dst=dist.get_global_rank(g, 0), group=g)
+    return None, None
+
+
+@call
 def isend_irecv(g, name, r, n):
     to, frm = _ring_peers(r, n)
     got = torch.empty(2, dtype=torch.int64)

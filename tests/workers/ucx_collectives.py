@@ -14,6 +14,9 @@ import numpy as np
 
 import ringreduce as rr
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import point_to_point_checks  # noqa: E402
+
 mode = sys.argv[1] if len(sys.argv) > 1 else "collectives"
 
 
@@ -84,6 +87,9 @@ if n > 1:
     comm.send(send, (r + 1) % n)
     w.wait()
     check("send/recv ring", recv, np.full(5000, (r - 1) % n, np.float32))
+
+if point_to_point_checks(comm, failures.append):
+    checked.append("tagged send/recv, recv from any source")
 
 comm.barrier()
 report(rank=r, size=n, backend=comm.backend, checked=checked, failures=failures)
