@@ -32,7 +32,7 @@ VPY=.venv/bin/python
 
 log "installing Python packages"
 "$VPY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" numpy pybind11 mpi4py matplotlib \
-  scikit-learn pytest pytest-timeout setuptools wheel
+  scikit-learn pytest pytest-timeout pytest-xdist expecttest setuptools wheel
 
 CUDA_MODE=${RINGREDUCE_CUDA:-auto}
 if [ "$CUDA_MODE" != "0" ] && command -v nvcc >/dev/null; then

@@ -2,7 +2,7 @@
 3 ranks, on CPU, and write the counts:
 
     .venv/bin/python tests/torch_suite/run.py [--world-sizes 2,3]
-        [--backends gloo,ringreduce] [-k EXPR] [--jobs N]
+        [--backends gloo,ringreduce] [-k EXPR | --tests NAME,NAME] [--jobs N]
         [--json benchmarks/results/torch-suite-cpu.json] [--reuse gloo]
 
 Each (backend, world size) is one pytest run of tests/torch_suite/suite.py
@@ -80,6 +80,9 @@ def run_one(backend: str, world: int, args: argparse.Namespace, outdir: Path) ->
            f"--junitxml={junit}", "-o", "junit_family=xunit1", f"--timeout={args.timeout}"]
     if args.k:
         cmd += ["-k", args.k]
+    if args.tests:  # exact names, as node ids
+        cmd = [c for c in cmd if c != str(HERE / "suite.py")]
+        cmd += [f"{HERE / 'suite.py'}::TestDistBackendWithSpawn::{t}" for t in args.tests.split(",")]
     if args.jobs > 1:
         cmd += ["-n", str(args.jobs)]
     t0 = time.time()
@@ -101,6 +104,7 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--world-sizes", default="2,3")
     ap.add_argument("--backends", default="gloo,ringreduce")
     ap.add_argument("-k", default=None, help="pytest -k expression (a subset)")
+    ap.add_argument("--tests", default=None, help="comma-separated test names (a subset)")
     ap.add_argument("--jobs", type=int, default=1, help="pytest-xdist workers")
     ap.add_argument("--timeout", type=int, default=400, help="seconds per test")
     ap.add_argument("--json", default=None, help="where the counts go")
