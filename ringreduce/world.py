@@ -223,12 +223,12 @@ def all_to_all(x: Any, *, out: Any = None, splits: Optional[Sequence[int]] = Non
                              async_op=async_op)
 
 
-def send(x: Any, dst: int, *, async_op: bool = False) -> Any:
-    return _get().send(x, dst, async_op=async_op)
+def send(x: Any, dst: int, *, tag: int = 0, async_op: bool = False) -> Any:
+    return _get().send(x, dst, tag=tag, async_op=async_op)
 
 
-def recv(x: Any, src: int, *, async_op: bool = False) -> Any:
-    return _get().recv(x, src, async_op=async_op)
+def recv(x: Any, src: Optional[int] = None, *, tag: int = 0, async_op: bool = False) -> Any:
+    return _get().recv(x, src, tag=tag, async_op=async_op)
 
 
 def barrier() -> None:
