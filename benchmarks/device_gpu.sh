@@ -73,7 +73,7 @@ else
 stage faults "$(limit 110 320)" "$G" -k "mismatch or dead_or_stopped"
 # One launch per process count (and one for CuPy): graph capture, stream
 # ordering, then the matrix of every device path.
-stage main "$(limit 260 120)" "$G" -k "matrix or ordering or capture" -m "not slow"
+stage main "$(limit 260 120)" "$G" -k "matrix or ordering or capture or colls" -m "not slow"
 stage large "$(limit 50 70)" "$G" -m slow
 
 stamp "== smoke timing: gpu_ring vs ipc_two_shot, 2 processes on ONE GPU"

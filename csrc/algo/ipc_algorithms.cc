@@ -8,9 +8,15 @@ IpcTag tagOf(const Call& c, const AlgoEnv& env) {
   t.value = env.fingerprint;
   t.fromHost = !env.capturing;
   t.coll = c.coll;
-  t.root = 0;
+  t.root = c.coll == Coll::kBroadcast ? c.root : 0;
   t.ordered = true;  // the engine keeps its calls in submission order (CudaEngineBase::begin)
   return t;
+}
+
+bool equalBlocks(const std::vector<int64_t>& counts) {
+  for (int64_t n : counts)
+    if (n != counts.front()) return false;
+  return true;
 }
 
 }  // namespace
@@ -32,17 +38,25 @@ void IpcAlgorithm::run(const Call& c, AlgoEnv& env) {
 }
 
 std::string GpuRingAlgorithm::refusal(const Call& call, int) const {
-  if (call.coll != Coll::kAllreduce) return "gpu_ring runs allreduce only";
+  const bool folds = call.coll == Coll::kAllreduce || call.coll == Coll::kReduceScatter;
+  if (!folds && call.coll != Coll::kAllgather && call.coll != Coll::kBroadcast)
+    return std::string("gpu_ring does not run ") + collName(call.coll);
   if (!ipc_.enabled()) return "CUDA IPC is off here: " + ipc_.disabledReason();
-  if (!ipc_.ringSupports(call.dtype, call.op))
-    return std::string("the ring kernels take float16, bfloat16, float32, float64, int8, uint8, "
+  if (folds && !ipc_.ringSupports(call.dtype, call.op))
+    return std::string("the ring kernels fold float16, bfloat16, float32, float64, int8, uint8, "
                        "int32 and int64, not ") +
            dtypeName(call.dtype) + "/" + opName(call.op);
+  if (!folds && !ipc_.ringMoves(call.dtype))
+    return std::string("the ring kernels move elements of 1, 2, 4 or 8 bytes, not ") +
+           dtypeName(call.dtype);
+  if (call.coll == Coll::kAllgather && (call.counts.empty() || !equalBlocks(call.counts)))
+    return "gpu_ring's all-gather takes blocks of one size";
   return std::string();
 }
 
 void GpuRingAlgorithm::run(const Call& c, AlgoEnv& env) {
-  ipc_.runRing(c.in, c.out, c.count, c.dtype, c.op, reinterpret_cast<cudaStream_t>(c.stream),
+  const int64_t count = c.coll == Coll::kAllgather ? c.counts.front() : c.count;
+  ipc_.runRing(c.in, c.out, count, c.dtype, c.op, reinterpret_cast<cudaStream_t>(c.stream),
                tagOf(c, env));
 }
 

@@ -28,7 +28,8 @@ class IpcAlgorithm : public Algorithm {
   int algo_;
 };
 
-// The chunked ring as one kernel over peer memory (ipc/ring_kernels.cuh).
+// The chunked ring as one kernel over peer memory (ipc/ring_kernels.cuh):
+// allreduce, reduce_scatter, allgather (blocks of one size) and broadcast.
 class GpuRingAlgorithm : public Algorithm {
  public:
   explicit GpuRingAlgorithm(IpcAllreduce& ipc) : ipc_(ipc) {}

@@ -31,11 +31,16 @@ const Rule kAllreduce[] = {
     {"rabenseifner", When::kMedium, "recursive halving and doubling: 2 log2(N) steps"},
     {"ring", When::kAlways, "the bandwidth-optimal chunked ring"},
 };
-const Rule kReduceScatter[] = {{"recursive_halving", When::kSmall, "log2(N) dependent steps"},
+// Device buffers whose GPUs map each other's memory take the ring kernel
+// first: one launch, flags in peer memory, every link busy.
+const Rule kReduceScatter[] = {{"gpu_ring", When::kAlways, "the ring over peer memory, one kernel"},
+                               {"recursive_halving", When::kSmall, "log2(N) dependent steps"},
                                {"ring", When::kAlways, "the chunked ring"}};
-const Rule kAllgather[] = {{"recursive_doubling", When::kSmall, "log2(N) dependent steps"},
+const Rule kAllgather[] = {{"gpu_ring", When::kAlways, "the ring over peer memory, one kernel"},
+                           {"recursive_doubling", When::kSmall, "log2(N) dependent steps"},
                            {"ring", When::kAlways, "the chunked ring"}};
-const Rule kBroadcast[] = {{"binomial", When::kSmall, "a tree of log2(N) steps"},
+const Rule kBroadcast[] = {{"gpu_ring", When::kAlways, "a chain over peer memory, one kernel"},
+                           {"binomial", When::kSmall, "a tree of log2(N) steps"},
                            {"ring", When::kAlways, "a pipelined chain along the ring"}};
 const Rule kBarrier[] = {{"recursive_doubling", When::kAlways, "dissemination: log2(N) steps"},
                          {"ring", When::kAlways, "an all-gather of one byte along the ring"}};

@@ -64,8 +64,8 @@ struct IpcTuning {
 struct IpcTag {
   uint64_t value = 0;
   bool fromHost = false;
-  int64_t root = 0;
-  Coll coll = Coll::kAllreduce;
+  int64_t root = 0;               // broadcast
+  Coll coll = Coll::kAllreduce;   // what the call runs (the ring takes four collectives)
   // The caller (an engine) already orders each launch after the previous
   // one; otherwise a launch on another stream than the last waits for it.
   bool ordered = false;
@@ -128,11 +128,18 @@ class IpcAllreduce {
   // is an ArgumentError.
   void run(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
            cudaStream_t stream, int algo = IpcTuning::kAuto, const IpcTag& tag = IpcTag());
-  // The GPU ring over the same memory, with the same rules as run().
+  // The GPU ring over the same memory, with the same rules as run(), for
+  // tag.coll: allreduce; reduce_scatter (in: count elements in N blocks as
+  // RingSchedule cuts them, out: this rank's block); allgather (count: one
+  // rank's block, out: N blocks in rank order); broadcast from tag.root
+  // (count elements; the root reads in, every rank writes out).
   void runRing(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
                cudaStream_t stream, const IpcTag& tag = IpcTag());
-  // True when the ring kernels take this dtype and op (and the path is on).
+  // True when the ring kernels fold this dtype with this op (and the path is on).
   bool ringSupports(DType dtype, ReduceOp op) const;
+  // True when the ring kernels move this dtype (allgather, broadcast): any
+  // element of 1, 2, 4 or 8 bytes.
+  bool ringMoves(DType dtype) const;
   // True when a one-shot of `count` elements fits one half of the buffer.
   bool oneShotFits(int64_t count, DType dtype) const;
 

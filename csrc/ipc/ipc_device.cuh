@@ -72,6 +72,7 @@ struct Args {
   int64_t ringOffset;         // where the ring staging starts in every allocation
   int64_t chanElems, chunkElems, ringSlotBytes;
   int ringSlots, ringOrders;
+  int ringColl, ringRoot;     // RingColl; broadcast's root
   Ctl* ctl;                   // this rank's, local
   volatile AbortInfo* info;   // host-mapped
   uint64_t timeoutNs;
@@ -92,7 +93,7 @@ struct Epoch {
 
 struct BlockState {
   volatile int fail;
-  uint64_t flagBase, calls, ringSeq;
+  uint64_t flagBase, calls, ringSent, ringRecvd;  // the last two: gpu_ring's, of its link
 };
 #ifndef RR_IPC_EMULATE
 #define RR_BLOCK_STATE(name) __shared__ BlockState name
@@ -221,7 +222,6 @@ RR_DEV Epoch startCall(const Args& a, BlockState& st) {
     st.fail = 0;
     st.flagBase = __ldcg(&a.ctl->flagBase);
     st.calls = __ldcg(&a.ctl->calls);
-    st.ringSeq = blockIdx.x < unsigned(kRingMaxChannels) ? __ldcg(&a.ctl->ringSeq[blockIdx.x]) : 0;
   }
   __syncthreads();
   Epoch e;

@@ -4,7 +4,7 @@
 // One cudaMalloc per rank, mapped by every peer:
 //   flags    [kIpcMaxBlocks][kIpcMaxRanks] u64    written by peers (barriers)
 //   fps      [kIpcMaxBlocks][kIpcMaxRanks][2] {fingerprint, kernel} u64  written by peers
-//   ring     [kRingMaxChannels] {ready, credit}   written by ring neighbours
+//   ring     [kRingMaxChannels][2 orders] {ready, credit}   written by ring neighbours
 //   ctl      Ctl                                  this rank's own kernels only
 //   half 0 | half 1                               one-shot / two-shot staging
 //   ring staging                                  gpu_ring slots
@@ -31,7 +31,7 @@ constexpr size_t kFpBytes = pageUp(size_t(kIpcMaxBlocks) * kIpcMaxRanks * 2 * 2 
 // neighbour stores into another.
 constexpr size_t kRingFlagStride = 128;
 constexpr size_t kRingFlagsOffset = kFpOffset + kFpBytes;
-constexpr size_t kRingFlagsBytes = pageUp(size_t(kRingMaxChannels) * 2 * kRingFlagStride);
+constexpr size_t kRingFlagsBytes = pageUp(size_t(kRingMaxChannels) * 2 * 2 * kRingFlagStride);
 constexpr size_t kCtlOffset = kRingFlagsOffset + kRingFlagsBytes;
 
 // The rank's device-side call state. Kernels read it at their start and the
@@ -42,7 +42,12 @@ struct Ctl {
   uint64_t calls;     // launches so far: picks the half, and the device-side call number
   unsigned done;      // blocks of the current launch that have finished
   unsigned claim;     // 0 until one thread has described a mismatch
-  uint64_t ringSeq[kRingMaxChannels];  // gpu_ring chunks per channel so far, each way
+  // gpu_ring chunks so far per channel and ring order (a link: the
+  // predecessor and successor of that order), sent and received: they
+  // differ per rank (a broadcast's root only sends), and each equals the
+  // neighbour's opposite count after every call.
+  uint64_t ringSent[kRingMaxChannels][2];
+  uint64_t ringRecvd[kRingMaxChannels][2];
 };
 constexpr size_t kCtlBytes = pageUp(sizeof(Ctl));
 constexpr size_t kControlBytes = kCtlOffset + kCtlBytes;  // the halves start here

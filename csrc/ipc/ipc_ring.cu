@@ -1,4 +1,5 @@
-// The GPU ring's host side: plan, pick the instantiation, launch. The kernel
+// The GPU ring's host side (allreduce, reduce_scatter, allgather,
+// broadcast): plan, pick the instantiation, launch. The kernel
 // and its flow-control argument are in ring_kernels.cuh, the schedule in
 // ring_plan.h; the mapped memory and call state are IpcAllreduce's.
 #include <cuda_runtime.h>
@@ -57,6 +58,28 @@ KernelFn pickRingKernel(DType dtype, ReduceOp op, bool vec) {
   return fn;
 }
 
+// allgather and broadcast only move bytes: the sum kernel of a dtype of the
+// element's size serves every dtype of that size (nothing is folded).
+KernelFn pickMoveKernel(int64_t elemBytes, bool vec) {
+  switch (elemBytes) {
+    case 1: return pickRingKernel(DType::kUInt8, ReduceOp::kSum, vec);
+    case 2: return pickRingKernel(DType::kBFloat16, ReduceOp::kSum, vec);
+    case 4: return pickRingKernel(DType::kInt32, ReduceOp::kSum, vec);
+    case 8: return pickRingKernel(DType::kInt64, ReduceOp::kSum, vec);
+    default: return nullptr;
+  }
+}
+
+bool ringColl(Coll c, RingColl* out) {
+  switch (c) {
+    case Coll::kAllreduce: *out = RingColl::kAllreduce; return true;
+    case Coll::kReduceScatter: *out = RingColl::kReduceScatter; return true;
+    case Coll::kAllgather: *out = RingColl::kAllgather; return true;
+    case Coll::kBroadcast: *out = RingColl::kBroadcast; return true;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 bool IpcAllreduce::ringSupports(DType dtype, ReduceOp op) const {
@@ -66,15 +89,27 @@ bool IpcAllreduce::ringSupports(DType dtype, ReduceOp op) const {
          dtype == DType::kFloat64 || isInteger(dtype);
 }
 
+bool IpcAllreduce::ringMoves(DType dtype) const {
+  const size_t es = dtypeSize(dtype);
+  return enabled_ && (es == 1 || es == 2 || es == 4 || es == 8);
+}
+
 void IpcAllreduce::runRing(const void* in, void* out, int64_t count, DType dtype, ReduceOp op,
                            cudaStream_t stream, const IpcTag& tag) {
   RR_CHECK_ARG(count >= 0, "gpu_ring: count must be >= 0, got " + std::to_string(count));
-  if (!ringSupports(dtype, op))
-    throw ArgumentError(std::string("gpu_ring does not handle ") + dtypeName(dtype) + "/" +
-                        opName(op) + (enabled_ ? "" : " (disabled: " + disabledReason_ + ")"));
+  RingColl coll;
+  if (!ringColl(tag.coll, &coll))
+    throw ArgumentError(std::string("gpu_ring does not run ") + collName(tag.coll));
+  const bool folds = coll == RingColl::kAllreduce || coll == RingColl::kReduceScatter;
+  if (folds ? !ringSupports(dtype, op) : !ringMoves(dtype))
+    throw ArgumentError(std::string("gpu_ring does not handle ") + dtypeName(dtype) +
+                        (folds ? std::string("/") + opName(op) : std::string()) +
+                        (enabled_ ? "" : " (disabled: " + disabledReason_ + ")"));
+  RR_CHECK_ARG(tag.root >= 0 && tag.root < worldSize_,
+               "gpu_ring: root " + std::to_string(tag.root) + " is not a rank");
   const int64_t es = static_cast<int64_t>(dtypeSize(dtype));
   DeviceGuard guard(device_);
-  if (worldSize_ == 1) {
+  if (worldSize_ == 1) {  // every collective is a copy of count elements (or none)
     if (in != out && count > 0)
       RR_CUDA_CHECK(cudaMemcpyAsync(out, in, count * es, cudaMemcpyDeviceToDevice, stream));
     return;
@@ -82,7 +117,7 @@ void IpcAllreduce::runRing(const void* in, void* out, int64_t count, DType dtype
   RR_CHECK_ARG(count == 0 || (in != nullptr && out != nullptr), "gpu_ring: null buffer pointer");
   const bool capturing = beforeLaunch(stream, tag.ordered);
   RingPlanInput pin;
-  pin.count = count;
+  pin.count = ringSplitElems(coll, count, worldSize_);
   pin.elemBytes = es;
   pin.nranks = worldSize_;
   pin.maxChannels = std::max(1, std::min({tuning_.ringChannels, minSmCount_, kRingMaxChannels}));
@@ -94,11 +129,12 @@ void IpcAllreduce::runRing(const void* in, void* out, int64_t count, DType dtype
   Args a = makeArgs(in, out, count, rank_, worldSize_, peers_.data(),
                     static_cast<int64_t>(halfBytes_), reinterpret_cast<Ctl*>(mine_ + kCtlOffset),
                     abort_->device(), static_cast<uint64_t>(timeoutNs_));
-  setRingPlan(a, g, static_cast<int64_t>(kControlBytes + 2 * halfBytes_));
+  setRingPlan(a, g, static_cast<int64_t>(kControlBytes + 2 * halfBytes_), coll,
+              static_cast<int>(tag.root));
   fillTag(a, count, dtype, op, tag, capturing);
-  const bool vec = (reinterpret_cast<uintptr_t>(in) % kRingVecBytes) == 0 &&
-                   (reinterpret_cast<uintptr_t>(out) % kRingVecBytes) == 0;
-  KernelFn fn = pickRingKernel(dtype, op, vec);
+  const bool vec = ringVectorOk(coll, reinterpret_cast<uintptr_t>(in), reinterpret_cast<uintptr_t>(out),
+                                count, worldSize_, es);
+  KernelFn fn = folds ? pickRingKernel(dtype, op, vec) : pickMoveKernel(es, vec);
   if (fn == nullptr)
     throw ArgumentError(std::string("gpu_ring has no kernel for ") + dtypeName(dtype) + "/" +
                         opName(op));

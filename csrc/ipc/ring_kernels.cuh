@@ -1,9 +1,12 @@
-// The GPU ring all-reduce over CUDA-IPC peer memory: one kernel per call,
-// one thread block per channel, each channel an independent ring over its
-// own slice (ring_plan.h has the schedule). Reduce-scatter then all-gather in
-// ring order: every element is reduced once, in a fixed order (starting at
-// the segment's ring position, staged in the element type between hops), and
-// then copied, so every rank holds the same bits on every rerun.
+// The GPU ring over CUDA-IPC peer memory: one kernel per call, one thread
+// block per channel, each channel an independent ring over its own slice
+// (ring_plan.h has the schedule). An all-reduce is a reduce-scatter then an
+// all-gather in ring order: every element is reduced once, in a fixed order
+// (starting at the segment's ring position, staged in the element type
+// between hops), and then copied, so every rank holds the same bits on
+// every rerun. reduce_scatter (folded from the owner's successor to the
+// owner), allgather and broadcast (a chain from the root) run the same
+// body: ringMoveAt says what each step moves.
 //
 // Where the bytes go: the sender stores into a staging slot in the
 // *receiver's* memory (push). Remote stores are posted writes over NVLink: a
@@ -14,12 +17,14 @@
 // remote loads per block to cover the NVLink round trip, i.e. more blocks
 // or deeper unrolling for the same bandwidth.
 //
-// Flow control, per channel c, with 64-bit counters that only grow (kept
-// on the device in Ctl::ringSeq[c], so nothing is reset between calls and a
-// CUDA graph replays with fresh values):
-//   ready[c]  in the receiver's memory, stored by its predecessor: chunks
+// Flow control, per link (channel c in ring order o), with 64-bit counters
+// that only grow (kept on the device in Ctl::ringSent/ringRecvd[c][o], so
+// nothing is reset between calls and a CUDA graph replays with fresh
+// values; a rank's sent count equals its successor's received count after
+// every call, because every chunk sent in a call is received in it):
+//   ready     in the receiver's memory, stored by its predecessor: chunks
 //             sent so far; "slot g % slots now holds chunk g" once > g
-//   credit[c] in the sender's memory, stored by its successor: chunks
+//   credit    in the sender's memory, stored by its successor: chunks
 //             consumed so far; the sender writes chunk g only once
 //             credit > g - slots, i.e. chunk g - slots (same slot) is read
 // A step: thread 0 waits for ready (a receiving step) and for credit (a
@@ -47,11 +52,14 @@
 namespace rr {
 namespace ipc {
 
-RR_DEV uint64_t* ringReady(char* base, int c) {
-  return reinterpret_cast<uint64_t*>(base + kRingFlagsOffset + size_t(c) * 2 * kRingFlagStride);
+// The counters of channel c's link in ring order `order`.
+RR_DEV uint64_t* ringReady(char* base, int c, int order) {
+  return reinterpret_cast<uint64_t*>(base + kRingFlagsOffset +
+                                     ((size_t(c) * 2 + order) * 2) * kRingFlagStride);
 }
-RR_DEV uint64_t* ringCredit(char* base, int c) {
-  return reinterpret_cast<uint64_t*>(base + kRingFlagsOffset + (size_t(c) * 2 + 1) * kRingFlagStride);
+RR_DEV uint64_t* ringCredit(char* base, int c, int order) {
+  return reinterpret_cast<uint64_t*>(base + kRingFlagsOffset +
+                                     ((size_t(c) * 2 + order) * 2 + 1) * kRingFlagStride);
 }
 
 // One chunk of one step, all threads: n elements. S: staging (local, from the
@@ -113,71 +121,71 @@ RR_DEV void ringMove(const char* S, const char* X, char* O, char* R, int64_t n, 
 template <class Tr, class Op, bool kAvg, int K>
 RR_DEV void ringBody(const Args& a, const Epoch& e, BlockState& st) {
   constexpr int64_t ES = sizeof(typename Tr::S);
-  constexpr int64_t pack = kRingVecBytes / ES > 0 ? kRingVecBytes / ES : 1;
   const int N = a.nranks, c = blockIdx.x;
+  const int order = ringOrderOf(a.ringOrders, c);
+  if (threadIdx.x == 0) {  // published to the block by the barrier's __syncthreads
+    st.ringSent = __ldcg(&a.ctl->ringSent[c][order]);
+    st.ringRecvd = __ldcg(&a.ctl->ringRecvd[c][order]);
+  }
   if (!barrier(a, e, e.flagBase + 1, st, true)) return;
 
-  const int order = ringOrderOf(a.ringOrders, c);
+  RingShape sh;
+  sh.coll = static_cast<RingColl>(a.ringColl);
+  sh.nranks = N;
+  sh.root = a.ringRoot;
+  sh.count = a.count;
+  sh.chanElems = a.chanElems;
+  sh.chunkElems = a.chunkElems;
+  sh.pack = kRingVecBytes / ES > 0 ? kRingVecBytes / ES : 1;
   const int pos = ringPosition(a.rank, order, N);
   const int pred = ringRankAt(pos - 1, order, N), succ = ringRankAt(pos + 1, order, N);
   char* const mine = a.base[a.rank];
-  const uint64_t* ready = ringReady(mine, c);
-  const uint64_t* credit = ringCredit(mine, c);
-  uint64_t* predCredit = ringCredit(a.base[pred], c);
-  uint64_t* succReady = ringReady(a.base[succ], c);
-  char* const stageMine = mine + a.ringOffset + int64_t(c) * a.ringSlots * a.ringSlotBytes;
-  char* const stageSucc = a.base[succ] + a.ringOffset + int64_t(c) * a.ringSlots * a.ringSlotBytes;
+  const uint64_t* ready = ringReady(mine, c, order);
+  const uint64_t* credit = ringCredit(mine, c, order);
+  uint64_t* predCredit = ringCredit(a.base[pred], c, order);
+  uint64_t* succReady = ringReady(a.base[succ], c, order);
+  const int64_t stage = a.ringOffset + int64_t(c) * a.ringSlots * a.ringSlotBytes;
+  char* const stageMine = mine + stage;
+  char* const stageSucc = a.base[succ] + stage;
 
-  const int64_t lo = int64_t(c) * a.chanElems;
-  const int64_t m = ringChannelElems(a.chanElems, a.count, c);
-  const int64_t rounds = ringRounds(a.chunkElems, m, N);
-  const uint64_t seq0 = st.ringSeq;
-  const int steps = 2 * N - 1;
+  const int64_t rounds = ringRoundsOf(sh, c);
+  const int steps = ringStepsPerRound(sh.coll, N);
+  uint64_t gs = st.ringSent, gr = st.ringRecvd;  // the next chunk to send; to receive
   for (int64_t k = 0; k < rounds; ++k) {
-    const RingRound rd = ringRound(a.chunkElems, m, N, k, pack);
-    const uint64_t g0 = seq0 + uint64_t(k) * uint64_t(steps - 1);
     for (int t = 0; t < steps; ++t) {
-      const RingStep kind = ringStepKind(t, N);
-      const bool recv = t > 0, send = t < steps - 1;
-      const uint64_t gs = g0 + uint64_t(t), gr = gs - 1;  // send index; receive index
+      const RingMoveAt mv = ringMoveAt(sh, pos, order, c, k, t);
       if (threadIdx.x == 0) {
         bool ok = true;
-        if (recv) ok = waitAtLeast(a, ready, gr + 1, st);
-        if (ok && send && gs + 1 > uint64_t(a.ringSlots))
+        if (mv.recv) ok = waitAtLeast(a, ready, gr + 1, st);
+        if (ok && mv.send && gs + 1 > uint64_t(a.ringSlots))
           ok = waitAtLeast(a, credit, gs + 1 - uint64_t(a.ringSlots), st);
         fenceAcqRel();
       }
       __syncthreads();
       if (st.fail) return;
 
-      const int seg = ringSegment(pos, t, N);
-      const int64_t sLo = int64_t(seg) * rd.segElems;
-      const int64_t n = ringMax(0, ringMin(rd.segElems, rd.n - sLo));
-      const int64_t at = (lo + rd.base + sLo) * ES;
-      const char* S = recv ? stageMine + int64_t(gr % uint64_t(a.ringSlots)) * a.ringSlotBytes : nullptr;
-      char* R = send ? stageSucc + int64_t(gs % uint64_t(a.ringSlots)) * a.ringSlotBytes : nullptr;
-      const bool reduce = kind == RingStep::kRecvReduceSend || kind == RingStep::kRecvReduceCopySend;
-      const char* X = (kind == RingStep::kSend || reduce) ? a.in + at : nullptr;
-      char* O = (kind == RingStep::kRecvReduceCopySend || kind == RingStep::kRecvCopySend ||
-                 kind == RingStep::kRecvCopy)
-                    ? a.out + at
-                    : nullptr;
-      ringMove<Tr, Op, kAvg, K>(S, X, O, R, n, kind == RingStep::kRecvReduceCopySend, N);
+      const char* S = mv.recv ? stageMine + int64_t(gr % uint64_t(a.ringSlots)) * a.ringSlotBytes : nullptr;
+      char* R = mv.send ? stageSucc + int64_t(gs % uint64_t(a.ringSlots)) * a.ringSlotBytes : nullptr;
+      const char* X = mv.useIn ? a.in + mv.inAt * ES : nullptr;
+      char* O = mv.toOut ? a.out + mv.outAt * ES : nullptr;
+      if (S == nullptr && O == X) O = nullptr;  // in place: the copy onto itself
+      ringMove<Tr, Op, kAvg, K>(S, X, O, R, mv.n, mv.last, N);
 
       __syncthreads();
       if (threadIdx.x == 0) {
-        if (recv) storeRelease(predCredit, gr + 1);
-        if (send) storeRelease(succReady, gs + 1);
+        if (mv.recv) storeRelease(predCredit, gr + 1);
+        if (mv.send) storeRelease(succReady, gs + 1);
       }
+      gr += mv.recv ? 1 : 0;
+      gs += mv.send ? 1 : 0;
     }
   }
   // The successor's last credits land in this rank's memory: wait for them,
   // so that once the kernel ends no peer writes here for this call (the
   // memory may be freed by a finalize right after).
-  const uint64_t end = seq0 + uint64_t(rounds) * uint64_t(steps - 1);
-  if (threadIdx.x == 0) {
-    if (rounds > 0 && waitAtLeast(a, credit, end, st)) a.ctl->ringSeq[c] = end;
-    if (rounds == 0) a.ctl->ringSeq[c] = end;
+  if (threadIdx.x == 0 && (gs == st.ringSent || waitAtLeast(a, credit, gs, st))) {
+    a.ctl->ringSent[c][order] = gs;
+    a.ctl->ringRecvd[c][order] = gr;
   }
 }
 
@@ -191,7 +199,10 @@ __global__ void __launch_bounds__(kThreads) ringKernel(const __grid_constant__ A
 
 // ---- host: the ring's part of the arguments ---------------------------------------
 
-inline void setRingPlan(Args& a, const RingPlan& g, int64_t ringOffset) {
+inline void setRingPlan(Args& a, const RingPlan& g, int64_t ringOffset,
+                        RingColl coll = RingColl::kAllreduce, int root = 0) {
+  a.ringColl = static_cast<int>(coll);
+  a.ringRoot = root;
   a.barriers = g.barriers;
   a.kind = kKernelRing;
   a.ringOffset = ringOffset;

@@ -13,7 +13,8 @@
 // against a host fold in the documented order (rank order for one-/two-shot,
 // ring order for the ring) and checks that ranks agree.
 //
-// The calls of one world mix all three kernels back to back, in and out of
+// The calls of one world mix all three kernels back to back (the ring for
+// allreduce, reduce_scatter, allgather and broadcast), in and out of
 // place, aligned and not, with host-numbered fingerprints (eager calls) and
 // device-numbered ones (a "graph": the same launch queued several times, its
 // flag values and half coming from the device alone). Then worlds that end
@@ -249,14 +250,18 @@ struct Case {
   int replays;      // > 1: a "graph": the same launch queued again, numbered on the device
   int maxBlocks;
   RingPlanInput ring;
+  RingColl coll = RingColl::kAllreduce;  // the ring's collective (kind kRing)
+  int root = 0;                          // broadcast
 };
+
+bool folds(const Case& c) { return c.coll == RingColl::kAllreduce || c.coll == RingColl::kReduceScatter; }
 
 std::string describe(const Case& c) {
   char buf[240];
   std::snprintf(buf, sizeof(buf),
-                "kind=%d count=%lld dtype=%d op=%d blocks<=%d inplace=%d misaligned=%d replays=%d "
-                "ring(ch<=%d chunk=%lld slots=%d orders=%d)",
-                c.kind, (long long)c.count, c.dtype, c.op, c.maxBlocks, c.inPlace, c.misaligned,
+                "kind=%d coll=%d root=%d count=%lld dtype=%d op=%d blocks<=%d inplace=%d "
+                "misaligned=%d replays=%d ring(ch<=%d chunk=%lld slots=%d orders=%d)",
+                c.kind, int(c.coll), c.root, (long long)c.count, c.dtype, c.op, c.maxBlocks, c.inPlace, c.misaligned,
                 c.replays, c.ring.maxChannels, (long long)c.ring.chunkBytes, c.ring.slots,
                 c.ring.orders);
   return buf;
@@ -295,6 +300,12 @@ KernelFn pick(const Case& c, int kind, int nranks, bool vec) {
     using Op = decltype(op);
     constexpr bool kAvg = decltype(avg)::value;
     constexpr int KV = 16 / int(sizeof(typename Tr::S));
+    if (kind == kKernelRing && !folds(c)) {  // bytes only, as ipc_ring.cu picks them
+      using M = std::conditional_t<sizeof(typename Tr::S) == 4, I32,
+                                   std::conditional_t<sizeof(typename Tr::S) == 2, BF16, U8>>;
+      fn = vec ? ringKernel<M, IpcSum, false, KV> : ringKernel<M, IpcSum, false, 1>;
+      return;
+    }
     if (kind == kKernelRing) {
       fn = vec ? ringKernel<Tr, Op, kAvg, KV> : ringKernel<Tr, Op, kAvg, 1>;
       return;
@@ -311,19 +322,50 @@ KernelFn pick(const Case& c, int kind, int nranks, bool vec) {
   return fn;
 }
 
-// The documented results. One-/two-shot: fold in rank order in A, avg
-// divides, round once. Ring: per element, fold from the ring position that
-// owns its segment, rounding to S at every hop, avg dividing at the last.
-std::vector<char> expected(const Case& c, int nranks, const std::vector<char*>& in) {
+// Elements of in and of rank r's out.
+int64_t inCount(const Case& c) { return c.count; }
+int64_t outCount(const Case& c, int nranks, int r) {
+  if (c.kind != kRing) return c.count;
+  switch (c.coll) {
+    case RingColl::kReduceScatter: return ringBlockElems(c.count, nranks, r);
+    case RingColl::kAllgather: return c.count * nranks;
+    default: return c.count;
+  }
+}
+
+RingPlan ringPlanOf(const Case& c, int nranks, int64_t stagingBytes) {
+  RingPlanInput pin = c.ring;
+  pin.count = ringSplitElems(c.coll, c.count, nranks);
+  pin.elemBytes = elemBytes(c.dtype);
+  pin.nranks = nranks;
+  if (stagingBytes > 0) pin.stagingBytes = stagingBytes;
+  return planRing(pin);
+}
+
+// The documented results, rank r's. One-/two-shot: fold in rank order in A,
+// avg divides, round once. Ring: per element, fold from the ring position
+// after the owner of its segment (allreduce) or block (reduce_scatter),
+// rounding to S at every hop, avg dividing at the last; allgather and
+// broadcast copy.
+std::vector<char> expected(const Case& c, int nranks, const std::vector<char*>& in, int r,
+                           int64_t stagingBytes) {
   const int64_t es = elemBytes(c.dtype);
-  std::vector<char> out(c.count * es);
+  std::vector<char> out(outCount(c, nranks, r) * es);
+  if (c.kind == kRing && c.coll == RingColl::kAllgather) {
+    for (int q = 0; q < nranks; ++q) std::memcpy(out.data() + q * c.count * es, in[q], c.count * es);
+    return out;
+  }
+  if (c.kind == kRing && c.coll == RingColl::kBroadcast) {
+    std::memcpy(out.data(), in[c.root], c.count * es);
+    return out;
+  }
   withTypes(c.dtype, c.op, [&](auto tr, auto op, auto avg) {
     using Tr = decltype(tr);
     using Op = decltype(op);
     using S = typename Tr::S;
     using A = typename Tr::A;
     constexpr bool kAvg = decltype(avg)::value;
-    auto x = [&](int r, int64_t i) { return reinterpret_cast<const S*>(in[r])[i]; };
+    auto x = [&](int q, int64_t i) { return reinterpret_cast<const S*>(in[q])[i]; };
     S* o = reinterpret_cast<S*>(out.data());
     if (c.kind != kRing) {
       for (int64_t i = 0; i < c.count; ++i) {
@@ -334,11 +376,25 @@ std::vector<char> expected(const Case& c, int nranks, const std::vector<char*>& 
       }
       return;
     }
-    RingPlanInput pin = c.ring;
-    pin.count = c.count;
-    pin.elemBytes = es;
-    pin.nranks = nranks;
-    const RingPlan g = planRing(pin);
+    // Element i of in folded along ring order `order` from position p0.
+    auto fold = [&](int64_t i, int order, int p0) {
+      S acc = x(ringRankAt(p0, order, nranks), i);
+      for (int h = 1; h < nranks; ++h) {
+        A v = Op::f(Tr::up(acc), Tr::up(x(ringRankAt(p0 + h, order, nranks), i)));
+        if (kAvg && h == nranks - 1) v = v / A(nranks);
+        acc = Tr::down(v);
+      }
+      return acc;
+    };
+    const RingPlan g = ringPlanOf(c, nranks, stagingBytes);
+    if (c.coll == RingColl::kReduceScatter) {
+      const int64_t off = ringBlockOffset(c.count, nranks, r);
+      for (int64_t j = 0; j < outCount(c, nranks, r); ++j) {
+        const int order = ringOrderOf(g.orders, int(j / g.chanElems));
+        o[j] = fold(off + j, order, ringPosition(r, order, nranks) + 1);
+      }
+      return;
+    }
     const int64_t pack = 16 / es;
     for (int ch = 0; ch < g.channels; ++ch) {
       const int order = ringOrderOf(g.orders, ch);
@@ -349,16 +405,7 @@ std::vector<char> expected(const Case& c, int nranks, const std::vector<char*>& 
         for (int seg = 0; seg < nranks; ++seg) {
           const int64_t sLo = seg * rd.segElems;
           const int64_t sHi = std::min(rd.n, sLo + rd.segElems);
-          for (int64_t j = sLo; j < sHi; ++j) {
-            const int64_t i = lo + rd.base + j;
-            S acc = x(ringRankAt(seg, order, nranks), i);
-            for (int h = 1; h < nranks; ++h) {
-              A v = Op::f(Tr::up(acc), Tr::up(x(ringRankAt(seg + h, order, nranks), i)));
-              if (kAvg && h == nranks - 1) v = v / A(nranks);
-              acc = Tr::down(v);
-            }
-            o[i] = acc;
-          }
+          for (int64_t j = sLo; j < sHi; ++j) o[lo + rd.base + j] = fold(lo + rd.base + j, order, seg);
         }
       }
     }
@@ -387,13 +434,8 @@ struct World {
                       reinterpret_cast<Ctl*>(bases[r] + kCtlOffset), &info[r], ~uint64_t(0));
     const int64_t es = elemBytes(c.dtype);
     if (c.kind == kRing) {
-      RingPlanInput pin = c.ring;
-      pin.count = c.count;
-      pin.elemBytes = es;
-      pin.nranks = nranks;
-      pin.stagingBytes = ringBytes;
-      const RingPlan g = planRing(pin);
-      setRingPlan(a, g, int64_t(kControlBytes) + 2 * halfBytes);
+      const RingPlan g = ringPlanOf(c, nranks, ringBytes);
+      setRingPlan(a, g, int64_t(kControlBytes) + 2 * halfBytes, c.coll, c.root);
       *blocks = g.channels;
     } else {
       IpcPlanInput pin;
@@ -435,6 +477,13 @@ Case randomCase(std::mt19937_64& gen, int nranks) {
   c.ring.slots = 2 + int(gen() % 3);
   c.ring.minChannelBytes = 64;
   c.ring.orders = 1 + int(gen() & 1);
+  if (c.kind == kRing) {
+    const RingColl colls[] = {RingColl::kAllreduce, RingColl::kAllreduce, RingColl::kReduceScatter,
+                              RingColl::kAllgather, RingColl::kBroadcast};
+    c.coll = colls[gen() % 5];
+    c.root = int(gen() % nranks);
+    if (c.coll == RingColl::kReduceScatter) c.inPlace = false;
+  }
   return c;
 }
 
@@ -463,12 +512,16 @@ Buffers buffers(std::mt19937_64& gen, const Case& c, int nranks) {
   d.out.resize(nranks);
   for (int r = 0; r < nranks; ++r) {
     const bool mis = c.misaligned && r == 1;
-    d.in[r].assign(c.count * es + 64, 0);
-    d.out[r].assign(c.count * es + 64, 0x5a);  // poisoned: an unwritten element shows
+    d.in[r].assign(inCount(c) * es + 64, 0);
+    d.out[r].assign(outCount(c, nranks, r) * es + 64, 0x5a);  // poisoned: an unwritten element shows
     char* ib = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(d.in[r].data()) + 15) & ~uintptr_t(15));
     char* ob = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(d.out[r].data()) + 15) & ~uintptr_t(15));
+    d.outPtr.push_back(ob + (mis ? es : 0));
     d.inPtr.push_back(ib + (mis ? es : 0));
-    d.outPtr.push_back(c.inPlace ? d.inPtr[r] : ob + (mis ? es : 0));
+    if (c.inPlace && c.kind == kRing && c.coll == RingColl::kAllgather)
+      d.inPtr[r] = d.outPtr[r] + int64_t(r) * c.count * es;  // this rank's block of out
+    else if (c.inPlace)
+      d.outPtr[r] = d.inPtr[r];
     fill(gen, c, d.inPtr[r]);
   }
   return d;
@@ -479,10 +532,15 @@ void queueCase(World& w, const Case& c, Buffers& d, uint64_t hostSeq,
   for (int r = 0; r < w.nranks; ++r) {
     Launch L;
     L.args = w.args(r, c, d.inPtr[r], d.outPtr[r], &L.blocks);
-    const bool vec = reinterpret_cast<uintptr_t>(d.inPtr[r]) % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(d.outPtr[r]) % 16 == 0;
+    const uintptr_t in = reinterpret_cast<uintptr_t>(d.inPtr[r]), out = reinterpret_cast<uintptr_t>(d.outPtr[r]);
+    const bool vec = L.args.kind == kKernelRing
+                         ? ringVectorOk(c.coll, in, out, c.count, w.nranks, elemBytes(c.dtype))
+                         : in % 16 == 0 && out % 16 == 0;
     L.fn = pick(c, L.args.kind, w.nranks, vec);
     Fingerprint shape;
+    const Coll colls[] = {Coll::kAllreduce, Coll::kReduceScatter, Coll::kAllgather, Coll::kBroadcast};
+    shape.coll = c.kind == kRing ? colls[int(c.coll)] : Coll::kAllreduce;
+    shape.root = c.coll == RingColl::kBroadcast ? c.root : 0;
     shape.dtype = static_cast<DType>(c.dtype);
     shape.op = static_cast<ReduceOp>(c.op);
     shape.count = c.count;
@@ -499,13 +557,15 @@ int runWorld(uint64_t seed, int nranks, int nCalls) {
   World w(nranks, 4096, 8192);
   std::vector<Case> cases;
   std::vector<Buffers> data;
-  std::vector<std::vector<char>> expect;
+  std::vector<std::vector<std::vector<char>>> expect;  // [call][rank]
   std::vector<std::deque<Launch>> queues(nranks);
   for (int i = 0; i < nCalls; ++i) {
     cases.push_back(randomCase(gen, nranks));
     data.push_back(buffers(gen, cases.back(), nranks));
     // Expected values before the run: in-place calls overwrite the inputs.
-    expect.push_back(expected(cases.back(), nranks, data.back().inPtr));
+    expect.emplace_back();
+    for (int r = 0; r < nranks; ++r)
+      expect.back().push_back(expected(cases.back(), nranks, data.back().inPtr, r, w.ringBytes));
     queueCase(w, cases.back(), data.back(), i, queues);
   }
   runAll(queues);
@@ -515,8 +575,8 @@ int runWorld(uint64_t seed, int nranks, int nCalls) {
     const int64_t es = elemBytes(c.dtype);
     int bad = 0;
     for (int r = 0; r < nranks && bad < 3; ++r) {
-      for (int64_t k = 0; k < c.count && bad < 3; ++k) {
-        if (std::memcmp(data[i].outPtr[r] + k * es, expect[i].data() + k * es, es) != 0) {
+      for (int64_t k = 0; k < outCount(c, nranks, r) && bad < 3; ++k) {
+        if (std::memcmp(data[i].outPtr[r] + k * es, expect[i][r].data() + k * es, es) != 0) {
           std::printf("FAIL N=%d %s: rank %d element %lld differs from the documented fold\n",
                       nranks, describe(c).c_str(), r, (long long)k);
           ++bad;
@@ -555,17 +615,28 @@ int runMismatch(uint64_t seed, int nranks, int variant) {
     odd.count = 17;  // fewer blocks / channels on rank 0
     c.kind = odd.kind = kRing;
     c.ring.maxChannels = odd.ring.maxChannels = 3;
-  } else if (variant == 1) {
-    c.kind = kRing;  // a different kernel on rank 0, same count
-    odd.kind = kOneShot;
-    odd.dtype = c.dtype = 2;
-    odd.op = c.op = 0;
-  } else {
+  } else if (variant == 2) {
     odd.count = 2900;  // more blocks on the others
     c.kind = odd.kind = kTwoShot;
     c.dtype = odd.dtype = 2;
     c.op = odd.op = 0;
     c.maxBlocks = odd.maxBlocks = 3;
+  } else if (variant == 1) {
+    c.kind = kRing;  // a different kernel on rank 0, same count
+    c.coll = RingColl::kAllreduce;
+    odd.kind = kOneShot;
+    odd.dtype = c.dtype = 2;
+    odd.op = c.op = 0;
+  } else if (variant == 3) {
+    c.kind = odd.kind = kRing;  // allgather here, broadcast on rank 0: one kernel, one plan
+    c.coll = RingColl::kAllgather;
+    odd.coll = RingColl::kBroadcast;
+    c.inPlace = odd.inPlace = false;
+  } else if (variant == 4) {
+    c.kind = odd.kind = kRing;  // broadcasts from different roots
+    c.coll = odd.coll = RingColl::kBroadcast;
+    c.root = 1;
+    odd.root = 0;
   }
   Buffers a = buffers(gen, c, nranks), b = buffers(gen, odd, nranks);
   for (int r = 0; r < nranks; ++r) {
@@ -597,7 +668,7 @@ int main(int argc, char** argv) {
   int failures = 0;
   for (int nranks = 2; nranks <= 4; ++nranks) failures += runWorld(seed, nranks, nCalls);
   for (int nranks = 2; nranks <= 4; ++nranks)
-    for (int v = 0; v < 3; ++v) failures += runMismatch(seed, nranks, v);
+    for (int v = 0; v < 5; ++v) failures += runMismatch(seed, nranks, v);
   std::printf("mismatch worlds checked\n");
   std::printf(failures ? "EMULATOR FAILED (%d)\n" : "EMULATOR OK\n", failures);
   return failures ? 1 : 0;

@@ -108,7 +108,7 @@ def jobs_for(np_: int, lib: str) -> str:
         return ",".join([f"capture:{a}" for a in IPC_ALGOS] + ["matrix:" + "+".join(IPC_ALGOS)])
     own = not shares_gpu(np_)
     jobs = [f"capture:{a}" for a in IPC_ALGOS + (["ring"] if own else [])]
-    jobs += ["ordering:auto", "ordering:gpu_ring"]
+    jobs += ["ordering:auto", "ordering:gpu_ring", "colls:gpu_ring", "colls:mpi/ring"]
     jobs.append("matrix:" + "+".join(IPC_ALGOS + ["mpi/ring"] + (["ring"] if own else [])))
     return ",".join(jobs)
 
@@ -169,6 +169,22 @@ def test_allreduce_matrix_staged_mpi(np_):
     bad = failures_of(reports, "matrix:mpi/ring ")
     assert not bad, "\n".join(bad[:30])
     assert reports[0].get("mpi_path") in ("staged", "direct"), reports[0]
+
+
+@pytest.mark.parametrize("algo", ["gpu_ring", "mpi/ring"])
+@pytest.mark.parametrize("np_", NPROCS)
+def test_colls_reduce_scatter_allgather_broadcast(np_, algo):
+    """reduce_scatter, allgather and broadcast on device buffers: gpu_ring (the
+    selector's choice, checked) and the staged MPI ring, every dtype, counts
+    {0,1,N-1,N,N+1,64N,1000003}; for gpu_ring also one CUDA graph of all
+    three replayed 20 times."""
+    reports = results_of(np_, "torch")
+    bad = failures_of(reports, f"colls:{algo}")
+    assert not bad, "\n".join(bad[:30])
+    counts = len({0, 1, np_ - 1, np_, np_ + 1, 64 * np_, 1000003})
+    graph = 20 * 3 if algo == "gpu_ring" else 0
+    # per count and dtype: 2 ops x 2 outputs (reduce_scatter), 3 allgathers, 2 broadcasts
+    assert checked(reports, f"colls:{algo}") == [counts * 8 * 9 + graph] * np_, reports[0]["checked"]
 
 
 @pytest.mark.parametrize("algo", ["auto", "gpu_ring"])

@@ -3,7 +3,8 @@
 Usage: worker.py JOBS BACKEND LIB
   JOBS     comma-separated SUITE:ALGO, run in order in one process, e.g.
            capture:gpu_ring,ordering:auto,matrix:ipc_one_shot+gpu_ring+mpi/ring
-           SUITE  matrix | ordering | capture | mismatch | large | timing
+           SUITE  matrix | ordering | capture | mismatch | large | timing | colls
+                  (colls: reduce_scatter, allgather, broadcast; worker_colls.py)
            ALGO   auto | ipc_one_shot | ipc_two_shot | gpu_ring | ring | mpi/ring
                   (forced per call; mpi/ring: the ring over a second communicator
                   created with backend "mpi", i.e. the staged device path)
@@ -35,6 +36,7 @@ from mpi4py import MPI  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers"))
 import ringreduce as rr  # noqa: E402
 from common import EPS, make_input, reference, tolerance  # noqa: E402
+from worker_colls import run_colls  # noqa: E402
 
 WORLD = MPI.COMM_WORLD
 FLOATS = ["float16", "bfloat16", "float32"]
@@ -407,8 +409,13 @@ class Prefixed(list):
         self.target.append(item if item.startswith(self.prefix) else f"{self.prefix}: {item}")
 
 
+def run_colls_suite(comms, lib, algo, failures, report) -> int:
+    return run_colls(comms, lib, algo, Prefixed(failures, f"colls:{algo}"))
+
+
 SUITES = {"matrix": run_matrix, "ordering": run_ordering, "capture": run_capture,
-          "mismatch": run_mismatch, "large": run_large, "timing": run_timing}
+          "mismatch": run_mismatch, "large": run_large, "timing": run_timing,
+          "colls": run_colls_suite}
 
 
 def main() -> None:
