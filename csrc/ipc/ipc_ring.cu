@@ -114,7 +114,14 @@ void IpcAllreduce::runRing(const void* in, void* out, int64_t count, DType dtype
       RR_CUDA_CHECK(cudaMemcpyAsync(out, in, count * es, cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  RR_CHECK_ARG(count == 0 || (in != nullptr && out != nullptr), "gpu_ring: null buffer pointer");
+  // Only the memory this rank touches must exist: a rank's block of a
+  // reduce_scatter may be empty, and only the root of a broadcast reads in.
+  const bool readsIn = count > 0 && (coll != RingColl::kBroadcast || tag.root == rank_);
+  const int64_t outElems = coll == RingColl::kReduceScatter ? ringBlockElems(count, worldSize_, rank_)
+                           : coll == RingColl::kAllgather ? count * worldSize_
+                                                          : count;
+  RR_CHECK_ARG((!readsIn || in != nullptr) && (outElems == 0 || out != nullptr),
+               "gpu_ring: null buffer pointer");
   const bool capturing = beforeLaunch(stream, tag.ordered);
   RingPlanInput pin;
   pin.count = ringSplitElems(coll, count, worldSize_);
