@@ -157,6 +157,10 @@ def run_colls(comms, lib, algo: str, failures: list) -> int:
     comm = comms["mpi" if algo.startswith("mpi/") else "default"]
     forced = None if algo == "auto" else algo.split("/")[-1]
     c = Checker(comm, lib, failures)
+    # The first device collective makes the device engine (on every rank at
+    # once); explain() needs it to exist.
+    comm.allreduce(lib.to_device(np.zeros(1), "float32"))
+    lib.sync()
     if algo == "gpu_ring":  # the selector's own choice, for device buffers
         for coll in ("reduce_scatter", "allgather", "broadcast"):
             chosen, why = comm.explain(coll, lib.to_device(np.zeros(4096), "float32"))
