@@ -266,6 +266,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("keepalive_interval", &UcxOptions::keepaliveInterval)
       .def_readwrite("extra", &UcxOptions::extra)
       .def_readwrite("device_buffers", &UcxOptions::deviceBuffers);
+  m.def("ucx_cuda_memory", [] { std::string w; return UcxTransport::cudaMemoryAvailable(&w) ? "" : w; },
+        "'' when this process's UCX moves CUDA memory (its CUDA transports loaded), else why not.");
 #else
   m.attr("has_ucx") = false;
 #endif

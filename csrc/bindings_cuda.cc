@@ -16,6 +16,9 @@
 #ifdef RR_HAVE_MPI
 #include "transport/mpi_transport.h"
 #endif
+#ifdef RR_HAVE_UCX
+#include "transport/ucx_transport.h"
+#endif
 
 namespace py = pybind11;
 using namespace rr;
@@ -168,6 +171,36 @@ void bindCuda(py::module_& m) {
       py::call_guard<py::gil_scoped_release>(),
       "Collective: the engine that moves device buffers over the host transport (with the IPC "
       "algorithms beside it); returns its path.");
+
+#ifdef RR_HAVE_UCX
+  m.def(
+      "add_ucx_device_engine",
+      [](Communicator& comm, int device) {
+        refuseSecondEngine(comm, device);
+        auto* host = comm.hasHostTransport() ? dynamic_cast<UcxTransport*>(&comm.hostTransport())
+                                             : nullptr;
+        if (!host) throw ArgumentError("the UCX device path needs backend 'ucx'");
+        // Every rank answers, so all take the same path.
+        std::string why;
+        const bool mine = UcxTransport::cudaMemoryAvailable(&why);
+        std::vector<std::string> all = comm.allgatherBytes(mine ? "" : why);
+        for (size_t q = 0; q < all.size(); ++q)
+          if (!all[q].empty()) return "rank " + std::to_string(q) + ": " + all[q];
+        UcxOptions opts = host->options();
+        opts.deviceBuffers = true;
+        if (!opts.tls.empty() && opts.tls.find("cuda") == std::string::npos) opts.tls += ",cuda";
+        AddressExchange ex = [&comm](const std::string& m) { return comm.allgatherBytes(m); };
+        auto t = std::make_unique<UcxTransport>(host->rank(), host->size(), std::move(ex), opts);
+        comm.addEngine(std::make_unique<HostPathEngine>(device, std::move(t),
+                                                         comm.options().timeoutSec,
+                                                         hostExchange(comm)));
+        return std::string();
+      },
+      py::arg("comm"), py::arg("device"), py::call_guard<py::gil_scoped_release>(),
+      "Collective: the engine that moves device buffers over a second UCX transport with UCX's "
+      "CUDA transports (device pointers straight to UCX), the IPC algorithms beside it. '' "
+      "when made; else why not (the same on every rank), and nothing is made.");
+#endif
 
   m.def(
       "nccl_native_allreduce",

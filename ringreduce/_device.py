@@ -4,7 +4,9 @@ A communicator serves one GPU per rank, cuda:(local_rank % device_count).
 Device buffers go over NCCL (with the CUDA-IPC algorithms beside it) unless
 the communicator's backend is "mpi", which moves them over MPI (directly when
 MPI is CUDA-aware, through pinned host memory otherwise), and so do ranks
-that share one GPU (NCCL refuses them; the IPC algorithms serve them). Setup bytes (the
+that share one GPU (NCCL refuses them; the IPC algorithms serve them): over
+UCX's CUDA transports when the host transport is UCX and every rank's UCX
+has them (RINGREDUCE_UCX_DEVICE_PATH), staged over the host transport else. Setup bytes (the
 NCCL unique id) travel over the communicator's own host transport, or through
 a c10d store when it has none.
 """
@@ -30,7 +32,7 @@ class DeviceEngines:
         self._store = store
         self._device: Optional[int] = None
         self._made = 0
-        self.path: Optional[str] = None  # "nccl", "staged" or "direct" once made
+        self.path: Optional[str] = None  # "nccl", "staged", "direct" or "ucx" once made
 
     @property
     def device(self) -> Optional[int]:
@@ -63,15 +65,37 @@ class DeviceEngines:
         if self._backend == "mpi":
             self.path = _C.add_host_path_engine(self._impl, want,
                                                 settings.get("RINGREDUCE_MPI_DEVICE_PATH"))
-        elif self._shares_gpu(want):
-            # NCCL refuses two ranks on one GPU; the IPC algorithms serve
-            # them, and the rest is staged over the host transport.
-            self.path = _C.add_host_path_engine(self._impl, want, "staged")
         else:
-            _C.add_nccl_engine(self._impl, want, self._nccl_unique_id())
-            self.path = "nccl"
+            ucx_path = settings.get("RINGREDUCE_UCX_DEVICE_PATH")
+            shares = self._shares_gpu(want)
+            if ucx_path == "ucx" or (shares and ucx_path == "auto" and self._ucx_host()):
+                why = self._ucx_device_engine(want)
+                if why and ucx_path == "ucx":
+                    raise RingReduceError(f"RINGREDUCE_UCX_DEVICE_PATH=ucx: {why}")
+                if not why:
+                    self.path = "ucx"
+            if self.path is None and shares:
+                # NCCL refuses two ranks on one GPU; the IPC algorithms serve
+                # them, and the rest is staged over the host transport.
+                self.path = _C.add_host_path_engine(self._impl, want, "staged")
+            elif self.path is None:
+                _C.add_nccl_engine(self._impl, want, self._nccl_unique_id())
+                self.path = "nccl"
         self._made += 1
         self._device = want
+
+    def _ucx_host(self) -> bool:
+        """The host transport is UCX (backend 'ucx', or chosen for a launcher other than mpirun)."""
+        return bool(getattr(self._impl, "transport_settings", ""))
+
+    def _ucx_device_engine(self, device: int) -> str:
+        """Collective: the engine over UCX's CUDA transports; '' when made, else why not
+        (the same on every rank)."""
+        if not self._ucx_host():
+            return "the host transport is not UCX (backend 'ucx', or a launcher other than mpirun)"
+        if not hasattr(_C, "add_ucx_device_engine"):
+            return "ringreduce was built without UCX"
+        return _C.add_ucx_device_engine(self._impl, device)
 
     def _shares_gpu(self, device: int) -> bool:
         """True when another rank of this communicator uses the same GPU."""

@@ -150,6 +150,11 @@ SETTINGS: Dict[str, Setting] = {s.name: s for s in [
     Setting("RINGREDUCE_MPI_DEVICE_PATH", "auto", "name", _choice("auto", "direct", "staged"),
             "How device buffers travel over MPI: direct (CUDA-aware MPI), staged (pinned host "
             "pipeline) or auto (direct when MPI says it is CUDA-aware)."),
+    Setting("RINGREDUCE_UCX_DEVICE_PATH", "auto", "name", _choice("auto", "ucx", "staged"),
+            "How device buffers travel when the host transport is UCX: ucx (a second UCX "
+            "transport with UCX's CUDA transports takes device pointers), staged (pinned host "
+            "pipeline over the host UCX) or auto (ucx for ranks that share a GPU, when every "
+            "rank's UCX has CUDA support, else staged; NCCL when each rank has its own GPU)."),
     Setting("RINGREDUCE_UCX_TLS", "", "list", _text,
             "UCX transports for the UCX backend (empty: ringreduce's measured default)."),
     Setting("RINGREDUCE_CUDA", "auto", "build", _choice("auto", "0", "1"),

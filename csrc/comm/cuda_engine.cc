@@ -321,4 +321,11 @@ HostPathEngine::HostPathEngine(int device, Transport& host, bool staged, double 
   setUpIpc(host.size(), std::move(exchange), timeoutSec);
 }
 
+HostPathEngine::HostPathEngine(int device, std::unique_ptr<Transport> own, double timeoutSec,
+                               IpcAllreduce::Exchange exchange)
+    : CudaEngineBase(device, own->rank()), own_(std::move(own)) {
+  transport_ = std::make_unique<StagedDeviceTransport>(*own_, device_, false, reduce_, side_);
+  setUpIpc(own_->size(), std::move(exchange), timeoutSec);
+}
+
 }  // namespace rr

@@ -135,6 +135,10 @@ class HostPathEngine : public CudaEngineBase {
   // Collective. `host` (the host engine's transport) outlives the engine.
   HostPathEngine(int device, Transport& host, bool staged, double timeoutSec,
                  IpcAllreduce::Exchange exchange);
+  // Collective. Over a transport of its own that takes device pointers (UCX
+  // with its CUDA transports): the direct path.
+  HostPathEngine(int device, std::unique_ptr<Transport> own, double timeoutSec,
+                 IpcAllreduce::Exchange exchange);
   Transport& transport() override { return *transport_; }
 
  protected:
@@ -147,6 +151,7 @@ class HostPathEngine : public CudaEngineBase {
   }
 
  private:
+  std::unique_ptr<Transport> own_;  // declared first: destroyed after transport_
   std::unique_ptr<StagedDeviceTransport> transport_;
 };
 

@@ -128,7 +128,7 @@ static std::vector<std::string> gather(const AddressExchange& exchange, int rank
 }
 
 UcxTransport::UcxTransport(int rank, int size, AddressExchange exchange, const UcxOptions& opts)
-    : rank_(rank), size_(size), deviceBuffers_(opts.deviceBuffers) {
+    : rank_(rank), size_(size), deviceBuffers_(opts.deviceBuffers), opts_(opts) {
   RR_CHECK_ARG(size >= 1 && size <= ucxtag::kMaxRanks,
                "UCX transport: size " + std::to_string(size) + " is outside 1.." +
                    std::to_string(ucxtag::kMaxRanks) + " (the tag has 20 rank bits)");
@@ -309,6 +309,32 @@ void UcxTransport::createWorker(const UcxOptions& opts, bool allLocal) {
   wparams.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // our mutex serialises every call
   s = ucp_worker_create(context_, &wparams, &worker_);
   if (s != UCS_OK) RR_THROW(Error, me + "ucp_worker_create failed: " + statusText(s));
+}
+
+bool UcxTransport::cudaMemoryAvailable(std::string* why) {
+  ucp_config_t* config = nullptr;
+  if (ucp_config_read(nullptr, nullptr, &config) != UCS_OK) {
+    if (why) *why = "ucp_config_read failed";
+    return false;
+  }
+  ucp_config_modify(config, "TLS", "self,cuda");
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_TAG;
+  ucp_context_h ctx = nullptr;
+  const ucs_status_t s = ucp_init(&params, config, &ctx);
+  ucp_config_release(config);
+  if (s != UCS_OK) {
+    if (why) *why = std::string("ucp_init with TLS=self,cuda failed: ") + statusText(s);
+    return false;
+  }
+  ucp_context_attr_t attr{};
+  attr.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
+  const bool cuda = ucp_context_query(ctx, &attr) == UCS_OK &&
+                    (attr.memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
+  ucp_cleanup(ctx);
+  if (!cuda && why) *why = "this UCX reports no CUDA memory type (cuda_copy/cuda_ipc not loaded)";
+  return cuda;
 }
 
 // Under mu_. An endpoint that cannot be made marks the peer failed, so every

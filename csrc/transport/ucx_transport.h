@@ -148,6 +148,11 @@ class UcxTransport : public Transport {
   const std::string& settings() const { return settingsText_; }
   // UCX reported CUDA memory support (cuda_copy/cuda_ipc loaded and a GPU seen).
   bool cudaSupported() const { return cudaSupported_; }
+  // The options it was made with (a device transport beside it copies them).
+  const UcxOptions& options() const { return opts_; }
+  // Local, no peers: whether this process's UCX has CUDA memory support
+  // (a throwaway context with the CUDA transports; `why` says why not).
+  static bool cudaMemoryAvailable(std::string* why);
   // True when `peer` reported the same host id (hostname, boot id, IPC namespace).
   bool peerOnHost(int peer) const { return hosts_.at(peer) == hosts_.at(rank_); }
   // UCX requests still held for our operations (tests check abort() leaves none).
@@ -238,6 +243,7 @@ class UcxTransport : public Transport {
 
   int rank_ = 0, size_ = 1;
   bool deviceBuffers_ = false, cudaSupported_ = false;
+  UcxOptions opts_;
   void* libcuda_ = nullptr;                // only if the process loaded it: we never load it
   void* cuPointerGetAttribute_ = nullptr;  // from it, to spot device pointers
   unsigned long long loadedObjects_ = 0;   // the loader's count when we last looked for libcuda

@@ -191,6 +191,25 @@ def test_colls_reduce_scatter_allgather_broadcast(np_, algo):
     assert checked(reports, f"colls:{algo}") == [counts * 8 * 9 + graph] * np_, reports[0]["checked"]
 
 
+@pytest.mark.parametrize("np_", NPROCS)
+def test_ucx_device_path(np_):
+    """backend 'ucx' (bootstrapped through MPI here): device buffers straight to UCX's CUDA
+    transports (path 'ucx'), every collective forced onto the ring over them: the
+    all-reduce matrix, then reduce_scatter, allgather and broadcast."""
+    from ringreduce import _C
+
+    if not hasattr(_C, "add_ucx_device_engine"):
+        pytest.skip("ringreduce._C was built without UCX")
+    reports = launch(np_, "matrix:ring,colls:ring", "ucx", "torch", timeout=300,
+                     env={"RINGREDUCE_ALGO": "ring", "RINGREDUCE_UCX_DEVICE_PATH": "ucx"})
+    bad = failures_of(reports)
+    assert not bad, "\n".join(bad[:30])
+    assert reports[0]["path"] == "ucx", reports[0]
+    counts = len({0, 1, np_ - 1, np_, np_ + 1, 64 * np_, 1000003})
+    assert checked(reports, "colls:ring") == [counts * 8 * 9] * np_, reports[0]["checked"]
+    assert all(c > 0 for c in checked(reports, "matrix:ring")), reports[0]["checked"]
+
+
 @pytest.mark.parametrize("algo", ["auto", "gpu_ring"])
 @pytest.mark.parametrize("np_", NPROCS)
 def test_stream_ordering(np_, algo):
