@@ -84,10 +84,13 @@ else
 fi
 export RINGREDUCE_UCX_TLS=tcp UCX_TLS=tcp RINGREDUCE_UCX_NET_DEVICES=$IFACE UCX_NET_DEVICES=$IFACE
 export GLOO_SOCKET_IFNAME=$IFACE MASTER_ADDR=$MASTER
+# The ranks share this kernel's IPC namespace, so ringreduce would put them on
+# one shared-memory segment and no byte would cross TCP (run 16, loopback).
+export RINGREDUCE_SHM=0
 MCA=(--mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include "$IFACE")
 
 XS=(-x PYTHONPATH -x PYTHONUNBUFFERED -x RINGREDUCE_UCX_TLS -x UCX_TLS -x RINGREDUCE_UCX_NET_DEVICES
-    -x UCX_NET_DEVICES -x GLOO_SOCKET_IFNAME -x MASTER_ADDR -x OMPI_ALLOW_RUN_AS_ROOT
+    -x UCX_NET_DEVICES -x GLOO_SOCKET_IFNAME -x MASTER_ADDR -x RINGREDUCE_SHM -x OMPI_ALLOW_RUN_AS_ROOT
     -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM)
 
 bench() {  # bench SECONDS ARGS...: one rank here, one in the other namespace, under a timeout
