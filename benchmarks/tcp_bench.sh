@@ -20,7 +20,8 @@
 # `--mca pml ob1 --mca btl tcp,self` (ob1: an Open MPI built with UCX would
 # otherwise use its UCX PML and ignore the BTL list), with
 # btl_tcp_if_include naming the interface. The mpi-tcp row checks for it.
-# Settings: SIZES (default 64K..256Mx4), ROWS, PY, ITERS; LOOPBACK=1 forces the fallback.
+# Settings: SIZES (default 64K..256Mx4), ROWS, PY, ITERS; LOOPBACK=1 forces the fallback;
+# PASS_ENV="UCX_TCP_TX_SEG_SIZE ..." names more variables for both ranks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/device_env.sh
@@ -92,6 +93,7 @@ MCA=(--mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include "$IFACE")
 XS=(-x PYTHONPATH -x PYTHONUNBUFFERED -x RINGREDUCE_UCX_TLS -x UCX_TLS -x RINGREDUCE_UCX_NET_DEVICES
     -x UCX_NET_DEVICES -x GLOO_SOCKET_IFNAME -x MASTER_ADDR -x RINGREDUCE_SHM -x OMPI_ALLOW_RUN_AS_ROOT
     -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM)
+for v in ${PASS_ENV:-}; do XS+=(-x "$v"); done
 
 bench() {  # bench SECONDS ARGS...: one rank here, one in the other namespace, under a timeout
   local limit=$1; shift
