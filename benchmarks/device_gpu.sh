@@ -70,10 +70,12 @@ if [ -n "${ONLY_K:-}" ]; then  # one stage of the tests -k selects, nothing else
   stage selected "$(limit "$BUDGET" 10)" "$G" -k "$ONLY_K" -m "not slow"
   : > "$OUT/timing.out"
 else
-stage faults "$(limit 110 320)" "$G" -k "mismatch or dead_or_stopped"
+stage faults "$(limit 110 420)" "$G" -k "mismatch or dead_or_stopped"
 # One launch per process count (and one for CuPy): graph capture, stream
 # ordering, then the matrix of every device path.
-stage main "$(limit 260 120)" "$G" -k "matrix or ordering or capture or colls" -m "not slow"
+stage main "$(limit 280 200)" "$G" -k "matrix or ordering or capture or colls" -m "not slow"
+# Device buffers over UCX's CUDA transports: one launch per process count (about 75 s at 4).
+stage ucx "$(limit 160 70)" "$G" -k "ucx_device" -m "not slow"
 stage large "$(limit 50 70)" "$G" -m slow
 
 stamp "== smoke timing: gpu_ring vs ipc_two_shot, 2 processes on ONE GPU"
